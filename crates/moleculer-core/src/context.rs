@@ -1,0 +1,460 @@
+//! The request context every handler receives, and the broker handle it calls through.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::error::{MoleculerError, Result};
+use crate::node_id::{generate_id, NodeId};
+
+/// Request metadata: a JSON object that travels with a call and merges back into the caller.
+pub type Meta = Map<String, Value>;
+
+/// Options of one action call.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Give up after this long with `RequestTimeoutError` (overrides the action's and the broker's).
+    pub timeout: Option<Duration>,
+    /// Call the action on this node only.
+    pub node_id: Option<NodeId>,
+    /// Meta merged over the parent's meta.
+    pub meta: Option<Meta>,
+    /// Protocol-5 headers.
+    pub headers: Option<Meta>,
+}
+
+impl CallOptions {
+    /// Sets the timeout.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Targets one node.
+    #[must_use]
+    pub fn node_id(mut self, node_id: impl Into<NodeId>) -> Self {
+        self.node_id = Some(node_id.into());
+        self
+    }
+
+    /// Sets the meta.
+    #[must_use]
+    pub fn meta(mut self, meta: Meta) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+}
+
+/// Options of one event emission.
+#[derive(Debug, Clone, Default)]
+pub struct EmitOptions {
+    /// Only these groups receive the event.
+    pub groups: Option<Vec<String>>,
+    /// Meta merged over the parent's meta.
+    pub meta: Option<Meta>,
+    /// Protocol-5 headers.
+    pub headers: Option<Meta>,
+}
+
+impl EmitOptions {
+    /// Restricts delivery to these groups.
+    #[must_use]
+    pub fn groups<I, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.groups = Some(groups.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the meta.
+    #[must_use]
+    pub fn meta(mut self, meta: Meta) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+}
+
+/// How an event was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EventType {
+    /// Balanced: one handler per group.
+    Emit,
+    /// Every handler on every node.
+    Broadcast,
+    /// Every handler on this node only.
+    BroadcastLocal,
+}
+
+impl EventType {
+    /// Moleculer's name for it (`emit`, `broadcast`, `broadcastLocal`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Emit => "emit",
+            EventType::Broadcast => "broadcast",
+            EventType::BroadcastLocal => "broadcastLocal",
+        }
+    }
+}
+
+/// What a context knows about the event it delivers.
+#[derive(Debug, Clone)]
+pub struct EventDelivery {
+    /// The concrete event name (not the pattern).
+    pub name: Arc<str>,
+    /// How it was sent.
+    pub kind: EventType,
+    /// Groups it was delivered for.
+    pub groups: Vec<String>,
+}
+
+/// The operations a [`Context`] needs from its broker. The broker implements it; backends and
+/// middlewares only ever see this trait.
+pub trait BrokerHandle: Send + Sync + 'static {
+    /// This broker's node id.
+    fn node_id(&self) -> &NodeId;
+
+    /// Calls an action as a child of `parent` (or as a root call).
+    fn call(
+        &self,
+        parent: Option<&Context>,
+        action: &str,
+        params: Value,
+        opts: CallOptions,
+    ) -> BoxFuture<'static, Result<Value>>;
+
+    /// Sends an event as a child of `parent` (or as a root emission).
+    fn send_event(
+        &self,
+        parent: Option<&Context>,
+        kind: EventType,
+        event: &str,
+        payload: Value,
+        opts: EmitOptions,
+    ) -> BoxFuture<'static, Result<()>>;
+}
+
+/// Everything needed to create a [`Context`]; the broker fills it in.
+pub struct ContextInit {
+    /// The broker that runs the context.
+    pub broker: Arc<dyn BrokerHandle>,
+    /// Context id; generated lazily when `None`.
+    pub id: Option<Arc<str>>,
+    /// Root request id; this context's id when `None`.
+    pub request_id: Option<Arc<str>>,
+    /// Parent context id.
+    pub parent_id: Option<Arc<str>>,
+    /// Call depth, 1 for a root call.
+    pub level: u32,
+    /// Full name of the calling service.
+    pub caller: Option<Arc<str>>,
+    /// The node the request came from.
+    pub node_id: NodeId,
+    /// Full name of the service that handles it.
+    pub service: Option<Arc<str>>,
+    /// Action name, for calls.
+    pub action: Option<Arc<str>>,
+    /// Event details, for events.
+    pub event: Option<EventDelivery>,
+    /// Params or event payload.
+    pub params: Value,
+    /// Meta.
+    pub meta: Meta,
+    /// Headers.
+    pub headers: Meta,
+    /// Timeout that applies to this request.
+    pub timeout: Option<Duration>,
+    /// Instant after which nested calls are skipped.
+    pub deadline: Option<Instant>,
+}
+
+struct ContextInner {
+    broker: Arc<dyn BrokerHandle>,
+    id: OnceLock<Arc<str>>,
+    request_id: Option<Arc<str>>,
+    parent_id: Option<Arc<str>>,
+    level: u32,
+    caller: Option<Arc<str>>,
+    node_id: NodeId,
+    service: Option<Arc<str>>,
+    action: Option<Arc<str>>,
+    event: Option<EventDelivery>,
+    params: Value,
+    meta: Mutex<Meta>,
+    headers: Meta,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+}
+
+/// The context of one action call or event delivery: params, meta, ids, call depth and the
+/// means to make nested calls (`ctx.call`, `ctx.emit`, `ctx.broadcast`).
+///
+/// Cheap to clone (a shared handle). Meta changes made by a nested call merge back into this
+/// context when the nested call returns.
+#[derive(Clone)]
+pub struct Context(Arc<ContextInner>);
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id())
+            .field("level", &self.0.level)
+            .field("node_id", &self.0.node_id)
+            .field("action", &self.0.action)
+            .field("event", &self.0.event)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Creates a context. Brokers call this; handlers receive contexts ready-made.
+    pub fn new(init: ContextInit) -> Self {
+        let id = OnceLock::new();
+        if let Some(given) = init.id {
+            let _ = id.set(given);
+        }
+        Context(Arc::new(ContextInner {
+            broker: init.broker,
+            id,
+            request_id: init.request_id,
+            parent_id: init.parent_id,
+            level: init.level,
+            caller: init.caller,
+            node_id: init.node_id,
+            service: init.service,
+            action: init.action,
+            event: init.event,
+            params: init.params,
+            meta: Mutex::new(init.meta),
+            headers: init.headers,
+            timeout: init.timeout,
+            deadline: init.deadline,
+        }))
+    }
+
+    /// The context id (generated on first use).
+    pub fn id(&self) -> &Arc<str> {
+        self.0.id.get_or_init(|| Arc::from(generate_id()))
+    }
+
+    /// The id of the root request this context belongs to.
+    pub fn request_id(&self) -> &Arc<str> {
+        self.0.request_id.as_ref().unwrap_or_else(|| self.id())
+    }
+
+    /// The parent context's id, for nested calls.
+    pub fn parent_id(&self) -> Option<&str> {
+        self.0.parent_id.as_deref()
+    }
+
+    /// Call depth: 1 for a root call.
+    pub fn level(&self) -> u32 {
+        self.0.level
+    }
+
+    /// Full name of the calling service, if the call came from a service.
+    pub fn caller(&self) -> Option<&str> {
+        self.0.caller.as_deref()
+    }
+
+    /// The node the request came from.
+    pub fn node_id(&self) -> &NodeId {
+        &self.0.node_id
+    }
+
+    /// The node that runs this context.
+    pub fn local_node_id(&self) -> &NodeId {
+        self.0.broker.node_id()
+    }
+
+    /// Full name of the service handling this context.
+    pub fn service(&self) -> Option<&str> {
+        self.0.service.as_deref()
+    }
+
+    /// The action being called, for action contexts.
+    pub fn action(&self) -> Option<&str> {
+        self.0.action.as_deref()
+    }
+
+    /// The event being delivered, for event contexts.
+    pub fn event(&self) -> Option<&EventDelivery> {
+        self.0.event.as_ref()
+    }
+
+    /// The concrete event name, for event contexts.
+    pub fn event_name(&self) -> Option<&str> {
+        self.0.event.as_ref().map(|e| &*e.name)
+    }
+
+    /// Params of the call, or the payload of the event.
+    pub fn params(&self) -> &Value {
+        &self.0.params
+    }
+
+    /// Params deserialized into `T`; a mismatch is a `ValidationError` (422) naming the field.
+    pub fn params_as<T: DeserializeOwned>(&self) -> Result<T> {
+        deserialize_params(&self.0.params)
+    }
+
+    /// A copy of the meta.
+    pub fn meta(&self) -> Meta {
+        self.0.meta.lock().clone()
+    }
+
+    /// One meta value.
+    pub fn meta_get(&self, key: &str) -> Option<Value> {
+        self.0.meta.lock().get(key).cloned()
+    }
+
+    /// Sets one meta value; it travels back to the caller.
+    pub fn set_meta(&self, key: impl Into<String>, value: Value) {
+        self.0.meta.lock().insert(key.into(), value);
+    }
+
+    /// Runs `f` with the meta locked (do not await inside).
+    pub fn with_meta<R>(&self, f: impl FnOnce(&mut Meta) -> R) -> R {
+        f(&mut self.0.meta.lock())
+    }
+
+    /// Merges `other` into this context's meta (what a finished nested call does).
+    pub fn merge_meta(&self, other: Meta) {
+        if !other.is_empty() {
+            self.0.meta.lock().extend(other);
+        }
+    }
+
+    /// Protocol-5 headers.
+    pub fn headers(&self) -> &Meta {
+        &self.0.headers
+    }
+
+    /// The timeout that applies to this request, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.0.timeout
+    }
+
+    /// When this request's time runs out, if it has a timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.0.deadline
+    }
+
+    /// Calls an action as a child of this context.
+    pub async fn call(&self, action: &str, params: Value) -> Result<Value> {
+        self.0
+            .broker
+            .call(Some(self), action, params, CallOptions::default())
+            .await
+    }
+
+    /// Calls an action with options as a child of this context.
+    pub async fn call_with(&self, action: &str, params: Value, opts: CallOptions) -> Result<Value> {
+        self.0.broker.call(Some(self), action, params, opts).await
+    }
+
+    /// Emits a balanced event (one handler per group) as a child of this context.
+    pub async fn emit(&self, event: &str, payload: Value) -> Result<()> {
+        self.0
+            .broker
+            .send_event(
+                Some(self),
+                EventType::Emit,
+                event,
+                payload,
+                EmitOptions::default(),
+            )
+            .await
+    }
+
+    /// Emits a balanced event with options.
+    pub async fn emit_with(&self, event: &str, payload: Value, opts: EmitOptions) -> Result<()> {
+        self.0
+            .broker
+            .send_event(Some(self), EventType::Emit, event, payload, opts)
+            .await
+    }
+
+    /// Broadcasts an event to every handler in the cluster.
+    pub async fn broadcast(&self, event: &str, payload: Value) -> Result<()> {
+        self.0
+            .broker
+            .send_event(
+                Some(self),
+                EventType::Broadcast,
+                event,
+                payload,
+                EmitOptions::default(),
+            )
+            .await
+    }
+
+    /// Broadcasts an event to every handler on this node.
+    pub async fn broadcast_local(&self, event: &str, payload: Value) -> Result<()> {
+        self.0
+            .broker
+            .send_event(
+                Some(self),
+                EventType::BroadcastLocal,
+                event,
+                payload,
+                EmitOptions::default(),
+            )
+            .await
+    }
+}
+
+/// Deserializes params into `T`, turning a mismatch into a `ValidationError` that names the
+/// offending field path and the reason.
+pub fn deserialize_params<T: DeserializeOwned>(params: &Value) -> Result<T> {
+    serde_path_to_error::deserialize(params).map_err(|err| {
+        let path = err.path().to_string();
+        let reason = err.into_inner().to_string();
+        let field = if path == "." { None } else { Some(path) };
+        let message = match &field {
+            Some(f) => format!("Parameters validation error: field '{f}': {reason}"),
+            None => format!("Parameters validation error: {reason}"),
+        };
+        MoleculerError::validation(
+            message,
+            serde_json::json!([{ "field": field, "message": reason }]),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+
+    #[test]
+    fn bad_params_name_the_field_and_the_reason() {
+        let err = deserialize_params::<Add>(&json!({"a": 1, "b": "two"})).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert_eq!(err.name, "ValidationError");
+        assert!(err.message.contains("field 'b'"), "{}", err.message);
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+        assert_eq!(err.data[0]["field"], json!("b"));
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = deserialize_params::<Add>(&json!({"a": 1})).unwrap_err();
+        assert!(err.message.contains("missing field `b`"), "{}", err.message);
+    }
+}

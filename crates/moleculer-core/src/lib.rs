@@ -1,0 +1,22 @@
+//! # moleculer-core
+//!
+//! The shared vocabulary of the broker: node ids, the wire error [`MoleculerError`], service
+//! descriptions as they travel in INFO packets, the request [`Context`], and the traits that
+//! the rest of the system plugs into ([`Strategy`], [`Middleware`]).
+//!
+//! Depend on this crate, and only this crate, to write a backend (a strategy, a middleware, and
+//! later a transporter or a discoverer): it does not depend on the broker.
+
+pub mod context;
+pub mod error;
+pub mod middleware;
+pub mod node_id;
+pub mod service_info;
+pub mod strategy;
+
+pub use context::{BrokerHandle, CallOptions, Context, ContextInit, EmitOptions, EventType, Meta};
+pub use error::{MoleculerError, Result};
+pub use middleware::{ActionHandler, EventHandler, Middleware};
+pub use node_id::NodeId;
+pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};
+pub use strategy::{Candidates, SelectionContext, Strategy};
