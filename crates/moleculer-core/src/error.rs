@@ -7,11 +7,38 @@ use serde_json::{json, Value};
 /// node it came from.
 ///
 /// One constructor per kind mirrors Moleculer's error classes, with the same names, codes and
-/// types, so a Node.js peer recreates the same class. Field order follows Moleculer's
-/// `extractPlainError` so the JSON looks the same.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[error("{name}: {message}")]
-pub struct MoleculerError {
+/// types, so a Node.js peer recreates the same class. The details are boxed so that
+/// `Result<Value, MoleculerError>` stays small on the call path; fields are read through
+/// `Deref` (`err.code`, `err.message`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MoleculerError(Box<ErrorDetails>);
+
+impl std::ops::Deref for MoleculerError {
+    type Target = ErrorDetails;
+    fn deref(&self) -> &ErrorDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for MoleculerError {
+    fn deref_mut(&mut self) -> &mut ErrorDetails {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Display for MoleculerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+impl std::error::Error for MoleculerError {}
+
+/// The fields of a [`MoleculerError`]. Field order follows Moleculer's `extractPlainError`,
+/// so the JSON looks the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetails {
     /// Error class name, e.g. `ServiceNotFoundError`.
     pub name: String,
     /// Human-readable message.
@@ -331,7 +358,7 @@ impl MoleculerError {
         retryable: bool,
         data: Value,
     ) -> Self {
-        Self {
+        Self(Box::new(ErrorDetails {
             name: name.to_owned(),
             message: message.into(),
             node_id: None,
@@ -340,7 +367,7 @@ impl MoleculerError {
             retryable,
             stack: None,
             data,
-        }
+        }))
     }
 }
 
@@ -454,7 +481,7 @@ mod tests {
         let err: MoleculerError = serde_json::from_str(js).unwrap();
         assert_eq!(err.code, 422);
         assert_eq!(err.node_id.as_deref(), Some("node-b"));
-        assert!(err.stack.unwrap().starts_with("Error: bad"));
+        assert!(err.stack.as_deref().unwrap().starts_with("Error: bad"));
     }
 
     #[test]

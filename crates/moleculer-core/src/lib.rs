@@ -15,7 +15,7 @@ pub mod service_info;
 pub mod strategy;
 
 pub use context::{BrokerHandle, CallOptions, Context, ContextInit, EmitOptions, EventType, Meta};
-pub use error::{MoleculerError, Result};
+pub use error::{ErrorDetails, MoleculerError, Result};
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;
 pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};

@@ -259,7 +259,7 @@ mod tests {
         let js = json!({"name":"math","version":2,"fullName":"v2.math","settings":{"x":1},"metadata":{"m":1},
             "actions":{"v2.math.add":{"params":{"a":"number"},"rawName":"add","name":"v2.math.add","cache":false}},
             "events":{"order.*":{"group":"orders","name":"order.*"}}});
-        let svc: ServiceInfo = serde_json::from_value(js.clone()).unwrap();
+        let svc: ServiceInfo = serde_json::from_value(js).unwrap();
         assert_eq!(svc.version, Some(Version::Number(2)));
         let add = &svc.actions["v2.math.add"];
         assert_eq!(add.raw_name.as_deref(), Some("add"));

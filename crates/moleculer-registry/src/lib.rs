@@ -19,7 +19,7 @@
 //! let mut info = ServiceInfo { name: "math".into(), full_name: "math".into(), ..Default::default() };
 //! info.actions.insert("math.add".into(), ActionInfo { name: "math.add".into(), ..Default::default() });
 //! let actions = HashMap::from([("math.add".to_string(), "add-handler")]);
-//! registry.register_local_service(LocalService { info, actions, events: HashMap::new() }).unwrap();
+//! registry.register_local_service(&LocalService { info, actions, events: HashMap::new() }).unwrap();
 //!
 //! let endpoint = registry.next_action_endpoint("math.add", &SelectionContext::empty()).unwrap();
 //! assert_eq!(endpoint.handler, Some("add-handler"));

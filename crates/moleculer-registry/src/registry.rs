@@ -163,14 +163,14 @@ impl<A: Clone, E: Clone> Registry<A, E> {
     /// Registers a service of this node. Its actions and events become routable at once.
     pub fn register_local_service(
         &mut self,
-        service: LocalService<A, E>,
+        service: &LocalService<A, E>,
     ) -> Result<(), RegistryError> {
         let local_id = self.nodes.local_id().clone();
         let full_name = service.info.full_name();
         if self.services.has(&full_name, Some(&local_id)) {
             return Err(RegistryError::DuplicateService(full_name));
         }
-        let mut item = ServiceItem::new(local_id.clone(), &service.info, true);
+        let mut item = ServiceItem::new(local_id, &service.info, true);
         item.full_name = full_name;
         self.add_endpoints(&item, Some(&service.actions), Some(&service.events));
         self.services.upsert(item);
@@ -697,7 +697,7 @@ mod tests {
     fn local(reg: &mut Reg, info: ServiceInfo, handler: &'static str) {
         let actions = info.actions.keys().map(|k| (k.clone(), handler)).collect();
         let events = info.events.keys().map(|k| (k.clone(), handler)).collect();
-        reg.register_local_service(LocalService {
+        reg.register_local_service(&LocalService {
             info,
             actions,
             events,
@@ -991,7 +991,7 @@ mod tests {
             events: HashMap::new(),
         };
         assert_eq!(
-            reg.register_local_service(dup).unwrap_err(),
+            reg.register_local_service(&dup).unwrap_err(),
             RegistryError::DuplicateService("math".into())
         );
         assert!(reg.unregister_local_service("math"));
