@@ -114,7 +114,7 @@ pub struct EventDelivery {
     /// How it was sent.
     pub kind: EventType,
     /// Groups it was delivered for.
-    pub groups: Vec<String>,
+    pub groups: Vec<Arc<str>>,
 }
 
 /// The operations a [`Context`] needs from its broker. The broker implements it; backends and
@@ -279,6 +279,16 @@ impl Context {
     /// Full name of the service handling this context.
     pub fn service(&self) -> Option<&str> {
         self.0.service.as_deref()
+    }
+
+    /// Full name of the handling service, shared (no copy).
+    pub fn service_arc(&self) -> Option<&Arc<str>> {
+        self.0.service.as_ref()
+    }
+
+    /// The broker running this context.
+    pub fn broker(&self) -> &Arc<dyn BrokerHandle> {
+        &self.0.broker
     }
 
     /// The action being called, for action contexts.

@@ -20,6 +20,8 @@ pub trait Endpoint {
 /// An action on one node. `handler` is set for local actions only.
 #[derive(Debug, Clone)]
 pub struct ActionEndpoint<A> {
+    /// Full action name.
+    pub name: Arc<str>,
     /// Hosting node.
     pub node_id: NodeId,
     /// Whether it is local.

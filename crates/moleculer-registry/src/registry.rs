@@ -212,6 +212,7 @@ impl<A: Clone, E: Clone> Registry<A, E> {
             let strategy =
                 self.strategy_for(info.strategy.as_deref(), info.strategy_options.as_ref());
             let endpoint = ActionEndpoint {
+                name: Arc::from(info.name.as_str()),
                 node_id: item.node_id.clone(),
                 local: item.local,
                 service: service.clone(),

@@ -1,0 +1,105 @@
+//! The broker builder: infallible setters, one fallible `build`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moleculer_core::Middleware;
+use serde_json::Value;
+
+use crate::broker::ServiceBroker;
+use crate::error::BrokerError;
+use crate::middleware_bridge::ErasedMiddleware;
+use crate::options::BrokerOptions;
+
+/// Builds a [`ServiceBroker`]. Options are checked once, in [`build`](Self::build).
+#[derive(Default)]
+pub struct ServiceBrokerBuilder {
+    options: BrokerOptions,
+    middlewares: Vec<Arc<dyn ErasedMiddleware>>,
+}
+
+impl ServiceBrokerBuilder {
+    /// Replaces every option (e.g. with options read from `moleculer.toml`).
+    #[must_use]
+    pub fn options(mut self, options: BrokerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The node id (default `<hostname>-<pid>`).
+    #[must_use]
+    pub fn node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.options.node_id = Some(node_id.into());
+        self
+    }
+
+    /// The cluster namespace.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.options.namespace = namespace.into();
+        self
+    }
+
+    /// The default call timeout.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.options.request_timeout = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// The deepest allowed nested call (0 = unlimited).
+    #[must_use]
+    pub fn max_call_level(mut self, level: u32) -> Self {
+        self.options.max_call_level = level;
+        self
+    }
+
+    /// The default balancing strategy and its options.
+    #[must_use]
+    pub fn strategy(mut self, name: &str, options: Value) -> Self {
+        self.options.registry.strategy = name.to_owned();
+        self.options.registry.strategy_options = options;
+        self
+    }
+
+    /// Whether calls stay local when this node hosts the action (default on).
+    #[must_use]
+    pub fn prefer_local(mut self, prefer: bool) -> Self {
+        self.options.registry.prefer_local = prefer;
+        self
+    }
+
+    /// Whether to register the `$node` service (default on).
+    #[must_use]
+    pub fn internal_services(mut self, enabled: bool) -> Self {
+        self.options.internal_services = enabled;
+        self
+    }
+
+    /// Heartbeat interval and timeout, in seconds.
+    #[must_use]
+    pub fn heartbeat(mut self, interval: f64, timeout: f64) -> Self {
+        self.options.heartbeat_interval = interval;
+        self.options.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Metadata published in INFO.
+    #[must_use]
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.options.metadata = metadata;
+        self
+    }
+
+    /// Adds a middleware. Hooks apply in the order added, the last added outermost.
+    #[must_use]
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middlewares.push(Arc::new(middleware));
+        self
+    }
+
+    /// Checks the options and creates the broker.
+    pub fn build(self) -> Result<ServiceBroker, BrokerError> {
+        ServiceBroker::from_parts(self.options, self.middlewares)
+    }
+}

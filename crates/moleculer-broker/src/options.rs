@@ -1,0 +1,255 @@
+//! Broker options, with Moleculer's names and defaults, as read from `moleculer.toml`.
+
+use std::time::Duration;
+
+use moleculer_registry::{RegistryOptions, StrategyConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::BrokerError;
+
+/// Options of a [`ServiceBroker`](crate::ServiceBroker). Every field has Moleculer's default;
+/// unknown keys are rejected when read from a config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BrokerOptions {
+    /// Cluster namespace: nodes only see nodes of the same namespace.
+    pub namespace: String,
+    /// Node id; `<hostname>-<pid>` when absent.
+    #[serde(rename = "nodeID", skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Default call timeout in milliseconds (0 = none).
+    pub request_timeout: u64,
+    /// Deepest allowed nested call (0 = unlimited).
+    pub max_call_level: u32,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval: f64,
+    /// Seconds of silence after which a node is declared dead.
+    pub heartbeat_timeout: f64,
+    /// Do not check heartbeat timeouts (heartbeats are still sent).
+    pub disable_heartbeat_checks: bool,
+    /// Never forget offline nodes.
+    pub disable_offline_node_removing: bool,
+    /// Seconds after which an offline node is forgotten.
+    pub clean_offline_nodes_timeout: f64,
+    /// Registry and balancing.
+    pub registry: RegistrySettings,
+    /// Transit limits.
+    pub transit: TransitSettings,
+    /// Register the `$node` internal service.
+    pub internal_services: bool,
+    /// Milliseconds between checks while waiting for services.
+    pub dependency_interval: u64,
+    /// Milliseconds to wait for dependencies (0 = forever).
+    pub dependency_timeout: u64,
+    /// Free-form metadata published in INFO.
+    pub metadata: Value,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            namespace: String::new(),
+            node_id: None,
+            request_timeout: 0,
+            max_call_level: 0,
+            heartbeat_interval: 10.0,
+            heartbeat_timeout: 30.0,
+            disable_heartbeat_checks: false,
+            disable_offline_node_removing: false,
+            clean_offline_nodes_timeout: 600.0,
+            registry: RegistrySettings::default(),
+            transit: TransitSettings::default(),
+            internal_services: true,
+            dependency_interval: 1000,
+            dependency_timeout: 0,
+            metadata: Value::Object(Default::default()),
+        }
+    }
+}
+
+/// The `registry` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Default strategy: RoundRobin, Random, CpuUsage, Latency or Shard.
+    pub strategy: String,
+    /// Its options.
+    pub strategy_options: Value,
+    /// Serve calls locally when possible.
+    pub prefer_local: bool,
+    /// Milliseconds between announcing an empty service list and stopping services.
+    pub stop_delay: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            strategy: "RoundRobin".into(),
+            strategy_options: Value::Null,
+            prefer_local: true,
+            stop_delay: 100,
+        }
+    }
+}
+
+/// The `transit` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TransitSettings {
+    /// Most pending outgoing requests before `QueueIsFullError`.
+    pub max_queue_size: usize,
+    /// Milliseconds to wait before re-announcing changed local services.
+    pub service_changed_debounce_time: u64,
+}
+
+impl Default for TransitSettings {
+    fn default() -> Self {
+        Self {
+            max_queue_size: 50_000,
+            service_changed_debounce_time: 1000,
+        }
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> BrokerError {
+    BrokerError::Options {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl BrokerOptions {
+    /// Rejects contradictions, naming the option at fault.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        if self
+            .node_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err(invalid("nodeID", "must not be empty"));
+        }
+        if self.namespace.contains(['.', ' ', '|', '/']) {
+            return Err(invalid(
+                "namespace",
+                "must not contain '.', ' ', '|' or '/' (it is part of topic and key names)",
+            ));
+        }
+        if !(self.heartbeat_interval > 0.0) {
+            return Err(invalid("heartbeatInterval", "must be above 0 seconds"));
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(invalid(
+                "heartbeatTimeout",
+                format!(
+                    "must be above heartbeatInterval ({} s), or every node would be declared dead between two heartbeats (got {} s)",
+                    self.heartbeat_interval, self.heartbeat_timeout
+                ),
+            ));
+        }
+        if self.clean_offline_nodes_timeout < 0.0 {
+            return Err(invalid("cleanOfflineNodesTimeout", "must not be negative"));
+        }
+        if self.transit.max_queue_size == 0 {
+            return Err(invalid("transit.maxQueueSize", "must be above 0"));
+        }
+        if self.dependency_interval == 0 {
+            return Err(invalid("dependencyInterval", "must be above 0 ms"));
+        }
+        self.strategy_config()?;
+        Ok(())
+    }
+
+    /// The default strategy, checked.
+    pub fn strategy_config(&self) -> Result<StrategyConfig, BrokerError> {
+        let kind =
+            self.registry
+                .strategy
+                .parse()
+                .map_err(|e: moleculer_registry::RegistryError| {
+                    invalid("registry.strategy", e.to_string())
+                })?;
+        let config = StrategyConfig {
+            kind,
+            options: self.registry.strategy_options.clone(),
+        };
+        config
+            .build()
+            .map_err(|e| invalid("registry.strategyOptions", e.to_string()))?;
+        Ok(config)
+    }
+
+    /// The registry's options.
+    pub fn registry_options(&self) -> Result<RegistryOptions, BrokerError> {
+        let strategy = self.strategy_config()?;
+        let latency_collect_count = self
+            .registry
+            .strategy_options
+            .get("collectCount")
+            .and_then(Value::as_u64)
+            .unwrap_or(5) as usize;
+        Ok(RegistryOptions {
+            strategy,
+            prefer_local: self.registry.prefer_local,
+            latency_collect_count,
+        })
+    }
+
+    /// The default request timeout, if any.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        (self.request_timeout > 0).then(|| Duration::from_millis(self.request_timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_are_moleculers() {
+        let o = BrokerOptions::default();
+        assert_eq!((o.heartbeat_interval, o.heartbeat_timeout), (10.0, 30.0));
+        assert_eq!(o.registry.strategy, "RoundRobin");
+        assert!(o.registry.prefer_local);
+        assert_eq!(o.transit.max_queue_size, 50_000);
+        o.validate().unwrap();
+    }
+
+    #[test]
+    fn contradictions_name_the_option() {
+        let o = BrokerOptions {
+            heartbeat_interval: 5.0,
+            heartbeat_timeout: 5.0,
+            ..Default::default()
+        };
+        let err = o.validate().unwrap_err().to_string();
+        assert!(err.contains("`heartbeatTimeout`"), "{err}");
+        let mut o = BrokerOptions::default();
+        o.registry.strategy = "Fastest".into();
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`registry.strategy`"));
+        let mut o = BrokerOptions::default();
+        o.registry.strategy = "Shard".into();
+        o.registry.strategy_options = json!({"ringsize": 3});
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`registry.strategyOptions`"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err =
+            serde_json::from_value::<BrokerOptions>(json!({"heartbeatIntervall": 3})).unwrap_err();
+        assert!(err.to_string().contains("heartbeatIntervall"), "{err}");
+        let err =
+            serde_json::from_value::<BrokerOptions>(json!({"registry": {"preferlocal": false}}))
+                .unwrap_err();
+        assert!(err.to_string().contains("preferlocal"), "{err}");
+    }
+}
