@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures::future::{self, BoxFuture, FutureExt};
-use moleculer_core::context::{ContextInit, EventDelivery};
+use crossbeam_utils::sync::ShardedLock;
+use futures::future::{self, BoxFuture, Either, FutureExt};
+use moleculer_core::context::{ContextInit, ContextTarget, EventDelivery, EventGroups};
 use moleculer_core::middleware::{
     ActionHandler, CallHandler, CallRequest, EmitHandler, EmitRequest, EventHandler,
 };
@@ -18,18 +19,54 @@ use moleculer_core::{
     Result, SelectionContext,
 };
 use moleculer_registry::{LocalService, Miss, Node, Registry};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+use crate::call_future::{panic_message, CallFuture};
 use crate::error::BrokerError;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
 use crate::service::{BoundService, Runtime, Service, ServiceRuntime};
 
-/// The registry as the broker holds it: local handlers are type-erased closures.
-pub type BrokerRegistry = Registry<ActionHandler, EventHandler>;
+/// A local action as the registry holds it: the (middleware-wrapped) handler and the target its
+/// contexts share.
+#[derive(Clone)]
+pub struct LocalAction {
+    /// The handler.
+    pub handler: ActionHandler,
+    /// Shared by every context of this action.
+    pub target: Arc<ContextTarget>,
+}
+
+/// A local event subscription as the registry holds it.
+#[derive(Clone)]
+pub struct LocalSubscription {
+    /// The handler.
+    pub handler: EventHandler,
+    /// Shared by every context of this subscription.
+    pub target: Arc<ContextTarget>,
+}
+
+impl std::fmt::Debug for LocalAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAction")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LocalSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSubscription")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registry as the broker holds it.
+pub type BrokerRegistry = Registry<LocalAction, LocalSubscription>;
 
 /// An internal (`$`-prefixed) event, as seen on the local bus.
 #[derive(Debug, Clone)]
@@ -49,7 +86,7 @@ const STOPPED: u8 = 4;
 struct ServiceEntry {
     full_name: String,
     runtime: Arc<dyn ServiceRuntime>,
-    local: Arc<LocalService<ActionHandler, EventHandler>>,
+    local: Arc<LocalService<LocalAction, LocalSubscription>>,
     dependencies: Vec<String>,
     dependency_timeout: Option<u64>,
     dependency_interval: Option<u64>,
@@ -60,7 +97,8 @@ pub(crate) struct BrokerInner {
     node_id: NodeId,
     instance_id: String,
     options: BrokerOptions,
-    registry: RwLock<BrokerRegistry>,
+    /// Sharded so that concurrent callers on different cores never touch the same lock word.
+    registry: ShardedLock<BrokerRegistry>,
     middlewares: Vec<Arc<dyn ErasedMiddleware>>,
     call_chain: Option<CallHandler>,
     emit_chain: Option<EmitHandler>,
@@ -123,14 +161,6 @@ fn local_node(node_id: &NodeId, instance_id: &str, options: &BrokerOptions) -> N
     node
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
 impl ServiceBroker {
     /// A builder with Moleculer's default options.
     pub fn builder() -> crate::builder::ServiceBrokerBuilder {
@@ -160,7 +190,7 @@ impl ServiceBroker {
                 node_id,
                 instance_id,
                 options,
-                registry: RwLock::new(registry),
+                registry: ShardedLock::new(registry),
                 middlewares,
                 call_chain,
                 emit_chain,
@@ -209,7 +239,7 @@ impl ServiceBroker {
 
     /// Runs `f` on the registry (read-only; keep it short, never await inside).
     pub fn with_registry<R>(&self, f: impl FnOnce(&BrokerRegistry) -> R) -> R {
-        f(&self.inner.registry.read())
+        f(&self.inner.read_registry())
     }
 
     /// Subscribes to internal events (`$services.changed`, `$broker.started`, ...).
@@ -257,8 +287,7 @@ impl ServiceBroker {
         };
         if entry.started {
             self.inner
-                .registry
-                .write()
+                .write_registry()
                 .unregister_local_service(full_name);
             self.inner.services_changed(true).await;
             if let Err(err) = entry.runtime.stopped(self.clone()).await {
@@ -335,7 +364,7 @@ impl ServiceBroker {
             .map_err(fail)?;
         }
         runtime.started(self.clone()).await.map_err(fail)?;
-        self.inner.registry.write().register_local_service(&local)?;
+        self.inner.write_registry().register_local_service(&local)?;
         if let Some(e) = self
             .inner
             .services
@@ -364,7 +393,7 @@ impl ServiceBroker {
             .map(|e| (e.full_name.clone(), e.runtime.clone(), e.started))
             .collect();
         {
-            let mut registry = self.inner.registry.write();
+            let mut registry = self.inner.write_registry();
             for (name, _, started) in &entries {
                 if *started {
                     registry.unregister_local_service(name);
@@ -394,27 +423,20 @@ impl ServiceBroker {
     }
 
     /// Calls an action.
-    pub async fn call(&self, action: &str, params: Value) -> Result<Value> {
-        self.call_with(action, params, CallOptions::default()).await
+    pub fn call(&self, action: &str, params: Value) -> CallFuture {
+        self.call_with(action, params, CallOptions::default())
     }
 
     /// Calls an action with options (timeout, target node, meta).
-    pub async fn call_with(&self, action: &str, params: Value, opts: CallOptions) -> Result<Value> {
+    pub fn call_with(&self, action: &str, params: Value, opts: CallOptions) -> CallFuture {
         match &self.inner.call_chain {
-            Some(chain) => {
-                chain(CallRequest {
-                    action: action.to_owned(),
-                    params,
-                    options: opts,
-                    parent: None,
-                })
-                .await
-            }
-            None => {
-                self.inner
-                    .call_impl(self.handle(), None, action, params, opts)
-                    .await
-            }
+            Some(chain) => CallFuture::boxed(chain(CallRequest {
+                action: action.to_owned(),
+                params,
+                options: opts,
+                parent: None,
+            })),
+            None => self.inner.call_impl(None, action, params, opts),
         }
     }
 
@@ -441,68 +463,75 @@ impl ServiceBroker {
         })
     }
 
-    /// Emits a balanced event: one handler per group receives it.
-    pub async fn emit(&self, event: &str, payload: Value) -> Result<()> {
+    /// Emits a balanced event: one handler per group receives it. Resolves once the local
+    /// handlers have run (their errors are logged, not returned).
+    pub fn emit(
+        &self,
+        event: &str,
+        payload: Value,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         self.send_event(EventType::Emit, event, payload, EmitOptions::default())
-            .await
     }
 
     /// Emits a balanced event with options (groups, meta).
-    pub async fn emit_with(&self, event: &str, payload: Value, opts: EmitOptions) -> Result<()> {
-        self.send_event(EventType::Emit, event, payload, opts).await
-    }
-
-    /// Sends an event to every handler in the cluster.
-    pub async fn broadcast(&self, event: &str, payload: Value) -> Result<()> {
-        self.send_event(EventType::Broadcast, event, payload, EmitOptions::default())
-            .await
-    }
-
-    /// Broadcast with options (groups, meta).
-    pub async fn broadcast_with(
+    pub fn emit_with(
         &self,
         event: &str,
         payload: Value,
         opts: EmitOptions,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.send_event(EventType::Emit, event, payload, opts)
+    }
+
+    /// Sends an event to every handler in the cluster.
+    pub fn broadcast(
+        &self,
+        event: &str,
+        payload: Value,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.send_event(EventType::Broadcast, event, payload, EmitOptions::default())
+    }
+
+    /// Broadcast with options (groups, meta).
+    pub fn broadcast_with(
+        &self,
+        event: &str,
+        payload: Value,
+        opts: EmitOptions,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         self.send_event(EventType::Broadcast, event, payload, opts)
-            .await
     }
 
     /// Sends an event to every handler on this node only.
-    pub async fn broadcast_local(&self, event: &str, payload: Value) -> Result<()> {
+    pub fn broadcast_local(
+        &self,
+        event: &str,
+        payload: Value,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         self.send_event(
             EventType::BroadcastLocal,
             event,
             payload,
             EmitOptions::default(),
         )
-        .await
     }
 
-    async fn send_event(
+    fn send_event(
         &self,
         kind: EventType,
         event: &str,
         payload: Value,
         opts: EmitOptions,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         match &self.inner.emit_chain {
-            Some(chain) => {
-                chain(EmitRequest {
-                    event: event.to_owned(),
-                    payload,
-                    kind,
-                    options: opts,
-                    parent: None,
-                })
-                .await
-            }
-            None => {
-                self.inner
-                    .send_event_impl(self.handle(), None, kind, event, payload, opts)
-                    .await
-            }
+            Some(chain) => Either::Left(chain(EmitRequest {
+                event: event.to_owned(),
+                payload,
+                kind,
+                options: opts,
+                parent: None,
+            })),
+            None => Either::Right(self.inner.send_event_impl(None, kind, event, payload, opts)),
         }
     }
 
@@ -523,7 +552,7 @@ impl ServiceBroker {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let missing: Vec<&str> = {
-                let registry = self.inner.registry.read();
+                let registry = self.inner.read_registry();
                 names
                     .iter()
                     .copied()
@@ -559,10 +588,6 @@ impl ServiceBroker {
             }
         }
     }
-
-    fn handle(&self) -> Arc<dyn BrokerHandle> {
-        self.inner.clone()
-    }
 }
 
 fn build_call_chain(
@@ -574,17 +599,7 @@ fn build_call_chain(
             let Some(inner) = weak.upgrade() else {
                 return Box::pin(future::ready(Err(MoleculerError::broker_disconnected())));
             };
-            let handle = req.parent.as_ref().map_or_else(
-                || inner.clone() as Arc<dyn BrokerHandle>,
-                |p| p.broker().clone(),
-            );
-            Box::pin(inner.call_impl(
-                handle,
-                req.parent.as_ref(),
-                &req.action,
-                req.params,
-                req.options,
-            ))
+            Box::pin(inner.call_impl(req.parent.as_ref(), &req.action, req.params, req.options))
         },
     );
     let chain = middlewares
@@ -602,12 +617,7 @@ fn build_emit_chain(
         let Some(inner) = weak.upgrade() else {
             return Box::pin(future::ready(Err(MoleculerError::broker_disconnected())));
         };
-        let handle = req.parent.as_ref().map_or_else(
-            || inner.clone() as Arc<dyn BrokerHandle>,
-            |p| p.broker().clone(),
-        );
         Box::pin(inner.send_event_impl(
-            handle,
             req.parent.as_ref(),
             req.kind,
             &req.event,
@@ -621,38 +631,39 @@ fn build_emit_chain(
     (!Arc::ptr_eq(&chain, &base)).then_some(chain)
 }
 
-/// Runs a handler so that a panic, early or late, becomes an error reply.
-fn guarded<T: Send + 'static>(
+/// Starts a handler, turning a panic in its synchronous part into an error future.
+fn start_handler<T: Send + 'static>(
     run: impl FnOnce() -> BoxFuture<'static, Result<T>>,
     what: &str,
     node: &NodeId,
-) -> impl Future<Output = Result<T>> + Send + 'static {
-    let started = std::panic::catch_unwind(AssertUnwindSafe(run));
-    let (what, node) = (what.to_owned(), node.clone());
-    async move {
-        let fut = started
-            .map_err(|p| MoleculerError::handler_panicked(&what, &node, &panic_message(&*p)))?;
-        match AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(result) => result,
-            Err(p) => {
-                let message = panic_message(&*p);
-                tracing::error!(handler = %what, "handler panicked: {message}");
-                Err(MoleculerError::handler_panicked(&what, &node, &message))
-            }
+) -> BoxFuture<'static, Result<T>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(run)) {
+        Ok(fut) => fut,
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            tracing::error!(handler = %what, "handler panicked: {message}");
+            Box::pin(future::ready(Err(MoleculerError::handler_panicked(
+                what, node, &message,
+            ))))
         }
     }
 }
 
-struct PreparedCall {
-    handler: ActionHandler,
-    ctx: Context,
-    timeout: Option<Duration>,
-    parent: Option<Context>,
-}
-
 impl BrokerInner {
-    pub(crate) fn registry(&self) -> &RwLock<BrokerRegistry> {
-        &self.registry
+    pub(crate) fn read_registry(
+        &self,
+    ) -> crossbeam_utils::sync::ShardedLockReadGuard<'_, BrokerRegistry> {
+        self.registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_registry(
+        &self,
+    ) -> crossbeam_utils::sync::ShardedLockWriteGuard<'_, BrokerRegistry> {
+        self.registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn options(&self) -> &BrokerOptions {
@@ -663,22 +674,40 @@ impl BrokerInner {
         self.clock.elapsed().as_secs_f64()
     }
 
+    fn target(&self, service: &Arc<str>, action: Option<&str>) -> Arc<ContextTarget> {
+        let broker: Weak<dyn BrokerHandle> = self.weak.clone();
+        Arc::new(ContextTarget {
+            broker,
+            local_node: self.node_id.clone(),
+            service: service.clone(),
+            action: action.map(Arc::from),
+        })
+    }
+
     fn entry_for(&self, bound: BoundService, runtime: Arc<dyn ServiceRuntime>) -> ServiceEntry {
+        let service: Arc<str> = Arc::from(bound.info.full_name.as_str());
         let mut actions = HashMap::new();
         for (info, handler) in bound.actions {
-            let wrapped = self
+            let handler = self
                 .middlewares
                 .iter()
                 .fold(handler, |next, mw| mw.local_action(next, &info));
-            actions.insert(info.name.clone(), wrapped);
+            let target = self.target(&service, Some(&info.name));
+            actions.insert(info.name.clone(), LocalAction { handler, target });
         }
         let mut events = HashMap::new();
         for (info, handler) in bound.events {
-            let wrapped = self
+            let handler = self
                 .middlewares
                 .iter()
                 .fold(handler, |next, mw| mw.local_event(next, &info));
-            events.insert(info.name.clone(), wrapped);
+            events.insert(
+                info.name.clone(),
+                LocalSubscription {
+                    handler,
+                    target: self.target(&service, None),
+                },
+            );
         }
         ServiceEntry {
             full_name: bound.info.full_name.clone(),
@@ -707,12 +736,8 @@ impl BrokerInner {
 
     /// Emits an internal event to local handlers and the local bus.
     pub(crate) async fn emit_internal(&self, name: &str, payload: Value) {
-        let Some(me) = self.weak.upgrade() else {
-            return;
-        };
         let _ = self
             .send_event_impl(
-                me,
                 None,
                 EventType::BroadcastLocal,
                 name,
@@ -722,192 +747,152 @@ impl BrokerInner {
             .await;
     }
 
-    fn prepare_call(
+    /// Resolves the endpoint, builds the context and starts the handler, all before the first
+    /// poll; the returned future only drives the handler.
+    pub(crate) fn call_impl(
         &self,
-        handle: Arc<dyn BrokerHandle>,
         parent: Option<&Context>,
         action: &str,
         params: Value,
         opts: CallOptions,
-    ) -> Result<PreparedCall> {
+    ) -> CallFuture {
         let level = parent.map_or(1, |p| p.level() + 1);
         let max = self.options.max_call_level;
         if max > 0 && level > max {
-            return Err(MoleculerError::max_call_level(&self.node_id, level - 1));
+            return CallFuture::failed(MoleculerError::max_call_level(&self.node_id, level - 1));
         }
         let mut meta: Meta = parent.map(Context::meta).unwrap_or_default();
         if let Some(extra) = opts.meta {
             meta.extend(extra);
         }
-        let (handler, service, name, action_timeout) = {
-            let registry = self.registry.read();
-            let selection = SelectionContext {
-                params: &params,
-                meta: &meta,
-            };
-            let endpoint = match &opts.node_id {
-                Some(node) => registry
-                    .action_endpoint_on_node(action, node)
-                    .map_err(|_| MoleculerError::service_not_found(action, Some(node)))?,
-                None => registry.next_action_endpoint(action, &selection).map_err(
-                    |miss| match miss {
-                        Miss::NotFound => MoleculerError::service_not_found(action, None),
-                        Miss::NotAvailable => MoleculerError::service_not_available(action, None),
-                    },
-                )?,
-            };
-            let Some(handler) = endpoint.handler.clone() else {
-                // Remote endpoints need a transporter; without one this node cannot reach them.
-                return Err(MoleculerError::service_not_available(
-                    action,
-                    Some(&endpoint.node_id),
-                ));
-            };
-            (
-                handler,
-                endpoint.service.clone(),
-                endpoint.name.clone(),
-                endpoint.info.timeout,
-            )
+        let registry = self.read_registry();
+        let selection = SelectionContext {
+            params: &params,
+            meta: &meta,
+        };
+        let found = match &opts.node_id {
+            Some(node) => registry
+                .action_endpoint_on_node(action, node)
+                .map_err(|_| MoleculerError::service_not_found(action, Some(node))),
+            None => registry
+                .next_action_endpoint(action, &selection)
+                .map_err(|miss| match miss {
+                    Miss::NotFound => MoleculerError::service_not_found(action, None),
+                    Miss::NotAvailable => MoleculerError::service_not_available(action, None),
+                }),
+        };
+        let endpoint = match found {
+            Ok(endpoint) => endpoint,
+            Err(err) => return CallFuture::failed(err),
+        };
+        let Some(local) = &endpoint.handler else {
+            // Remote endpoints need a transporter; without one this node cannot reach them.
+            return CallFuture::failed(MoleculerError::service_not_available(
+                action,
+                Some(&endpoint.node_id),
+            ));
         };
         let mut timeout = opts
             .timeout
-            .or(action_timeout.map(Duration::from_millis))
+            .or(endpoint.info.timeout.map(Duration::from_millis))
             .or(self.request_timeout);
         if let Some(parent_deadline) = parent.and_then(Context::deadline) {
             let now = Instant::now();
             if parent_deadline <= now {
-                return Err(MoleculerError::request_skipped(action, &self.node_id));
+                return CallFuture::failed(MoleculerError::request_skipped(action, &self.node_id));
             }
             let remaining = parent_deadline - now;
             timeout = Some(timeout.map_or(remaining, |t| t.min(remaining)));
         }
+        let deadline = timeout.map(|t| Instant::now() + t);
         let ctx = Context::new(ContextInit {
-            broker: handle,
+            target: local.target.clone(),
             id: None,
             request_id: parent.map(|p| p.request_id().clone()),
             parent_id: parent.map(|p| p.id().clone()),
             level,
-            caller: parent.and_then(|p| p.service_arc().cloned()),
-            node_id: self.node_id.clone(),
-            service: Some(service),
-            action: Some(name),
+            caller: parent.map(|p| p.service_arc().clone()),
+            caller_node: None,
             event: None,
             params,
             meta,
             headers: opts.headers.unwrap_or_default(),
             timeout,
-            deadline: timeout.map(|t| Instant::now() + t),
+            deadline,
         });
-        Ok(PreparedCall {
-            handler,
-            ctx,
-            timeout,
-            parent: parent.cloned(),
-        })
-    }
-
-    pub(crate) fn call_impl(
-        &self,
-        handle: Arc<dyn BrokerHandle>,
-        parent: Option<&Context>,
-        action: &str,
-        params: Value,
-        opts: CallOptions,
-    ) -> impl Future<Output = Result<Value>> + Send + 'static {
-        let prepared = self.prepare_call(handle, parent, action, params, opts);
-        let node_id = self.node_id.clone();
-        async move {
-            let PreparedCall {
-                handler,
-                ctx,
-                timeout,
-                parent,
-            } = prepared?;
-            let name = ctx.action().unwrap_or_default().to_owned();
-            let child = ctx.clone();
-            let run = guarded(move || handler(ctx), &name, &node_id);
-            let result = match timeout {
-                Some(t) => tokio::time::timeout(t, run)
-                    .await
-                    .unwrap_or_else(|_| Err(MoleculerError::request_timeout(&name, &node_id))),
-                None => run.await,
-            };
-            if let Some(parent) = parent {
-                parent.merge_meta(child.meta());
-            }
-            result
-        }
+        // The handler is started under the read lock (no clone of it needed); it only builds
+        // its future here, the work happens when the future is polled.
+        let handler_ctx = ctx.clone();
+        let fut = start_handler(|| (local.handler)(handler_ctx), action, &self.node_id);
+        drop(registry);
+        CallFuture::running(fut, ctx, deadline, parent.cloned())
     }
 
     pub(crate) fn send_event_impl(
         &self,
-        handle: Arc<dyn BrokerHandle>,
         parent: Option<&Context>,
         kind: EventType,
         event: &str,
         payload: Value,
         opts: EmitOptions,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let mut meta: Meta = parent.map(Context::meta).unwrap_or_default();
-        if let Some(extra) = opts.meta {
-            meta.extend(extra);
-        }
-        let groups = opts.groups.as_deref();
-        let mut deliveries: Vec<(EventHandler, Arc<str>, Vec<Arc<str>>)> = Vec::new();
-        {
-            let registry = self.registry.read();
-            let selection = SelectionContext {
-                params: &payload,
-                meta: &meta,
-            };
-            let all_groups = || {
-                groups
-                    .map(|g| g.iter().map(|s| Arc::from(s.as_str())).collect())
-                    .unwrap_or_default()
-            };
-            match kind {
-                EventType::Emit => {
-                    for (ep, group) in registry.balanced_event_endpoints(event, groups, &selection)
-                    {
-                        if let Some(h) = &ep.handler {
-                            deliveries.push((h.clone(), ep.service.clone(), vec![group.clone()]));
-                        }
-                    }
-                }
-                EventType::Broadcast => {
-                    for ep in registry.all_event_endpoints(event, groups) {
-                        if let Some(h) = &ep.handler {
-                            deliveries.push((h.clone(), ep.service.clone(), all_groups()));
-                        }
-                    }
-                }
-                EventType::BroadcastLocal => {
-                    for ep in registry.local_event_endpoints(event, groups, true, &selection) {
-                        if let Some(h) = &ep.handler {
-                            deliveries.push((h.clone(), ep.service.clone(), all_groups()));
-                        }
-                    }
-                }
-            }
-        }
         if event.starts_with('$') {
             let _ = self.local_bus.send(LocalEvent {
                 name: event.to_owned(),
                 payload: payload.clone(),
             });
         }
-        let name: Arc<str> = Arc::from(event);
+        let mut meta: Meta = parent.map(Context::meta).unwrap_or_default();
+        if let Some(extra) = opts.meta {
+            meta.extend(extra);
+        }
+        let groups = opts.groups.as_deref();
         let level = parent.map_or(1, |p| p.level() + 1);
-        let request_id = parent.map(|p| p.request_id().clone());
-        let parent_id = parent.map(|p| p.id().clone());
-        let caller = parent.and_then(|p| p.service_arc().cloned());
         let headers = opts.headers.unwrap_or_default();
-        let node_id = self.node_id.clone();
-        let mut runs = Vec::with_capacity(deliveries.len());
-        let count = deliveries.len();
+        let filter = match groups {
+            None | Some([]) => EventGroups::All,
+            Some([one]) => EventGroups::One(Arc::from(one.as_str())),
+            Some(many) => EventGroups::Many(many.iter().map(|s| Arc::from(s.as_str())).collect()),
+        };
+        let registry = self.read_registry();
+        let selection = SelectionContext {
+            params: &payload,
+            meta: &meta,
+        };
+        type Pick<'a> = (&'a LocalSubscription, &'a Arc<str>, Option<&'a Arc<str>>);
+        let picks: Box<dyn Iterator<Item = Pick<'_>>> = match kind {
+            EventType::Emit => Box::new(
+                registry
+                    .balanced_event_endpoints(event, groups, &selection)
+                    .filter_map(|(ep, group)| Some((ep.handler.as_ref()?, &ep.name, Some(group)))),
+            ),
+            EventType::Broadcast => Box::new(
+                registry
+                    .all_event_endpoints(event, groups)
+                    .filter_map(|ep| Some((ep.handler.as_ref()?, &ep.name, None))),
+            ),
+            EventType::BroadcastLocal => Box::new(
+                registry
+                    .local_event_endpoints(event, groups, true, &selection)
+                    .filter_map(|ep| Some((ep.handler.as_ref()?, &ep.name, None))),
+            ),
+        };
+        // Collected so the payload can be moved into the last delivery once selection is done.
+        let picks: Vec<Pick<'_>> = picks.collect();
+        let count = picks.len();
+        // An exact subscription shares its name; only wildcard matches need a copy of it.
+        let mut concrete: Option<Arc<str>> = None;
+        let mut name_for = |pattern: &Arc<str>| -> Arc<str> {
+            if **pattern == *event {
+                pattern.clone()
+            } else {
+                concrete.get_or_insert_with(|| Arc::from(event)).clone()
+            }
+        };
         let (mut payload, mut meta) = (Some(payload), Some(meta));
-        for (i, (handler, service, groups)) in deliveries.into_iter().enumerate() {
+        let mut first: Option<(Arc<str>, BoxFuture<'static, Result<()>>)> = None;
+        let mut rest: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
+        for (i, (sub, pattern, group)) in picks.into_iter().enumerate() {
             // The last delivery takes the payload and meta; the others get copies.
             let (params, meta) = if i + 1 == count {
                 (
@@ -920,20 +905,19 @@ impl BrokerInner {
                     meta.clone().unwrap_or_default(),
                 )
             };
+            let name = name_for(pattern);
             let ctx = Context::new(ContextInit {
-                broker: handle.clone(),
+                target: sub.target.clone(),
                 id: None,
-                request_id: request_id.clone(),
-                parent_id: parent_id.clone(),
+                request_id: parent.map(|p| p.request_id().clone()),
+                parent_id: parent.map(|p| p.id().clone()),
                 level,
-                caller: caller.clone(),
-                node_id: node_id.clone(),
-                service: Some(service),
-                action: None,
+                caller: parent.map(|p| p.service_arc().clone()),
+                caller_node: None,
                 event: Some(EventDelivery {
                     name: name.clone(),
                     kind,
-                    groups,
+                    groups: group.map_or_else(|| filter.clone(), |g| EventGroups::One(g.clone())),
                 }),
                 params,
                 meta,
@@ -941,17 +925,35 @@ impl BrokerInner {
                 timeout: None,
                 deadline: None,
             });
-            runs.push(guarded(move || handler(ctx), event, &node_id));
+            let run = start_handler(|| (sub.handler)(ctx), event, &self.node_id);
+            if first.is_none() {
+                first = Some((name, run));
+            } else {
+                rest.push(run);
+            }
         }
-        let event = name;
+        drop(registry);
         async move {
-            let results = match runs.len() {
-                0 => return Ok(()),
-                1 => vec![runs.pop().expect("one run").await],
-                _ => future::join_all(runs).await,
+            let Some((event, first)) = first else {
+                return Ok(());
             };
-            for err in results.into_iter().filter_map(Result::err) {
-                tracing::error!(event = %event, "event handler failed: {err}");
+            let report = |result: std::thread::Result<Result<()>>| match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(event = %event, "event handler failed: {err}"),
+                Err(payload) => {
+                    tracing::error!(event = %event, "event handler panicked: {}", panic_message(&*payload))
+                }
+            };
+            if rest.is_empty() {
+                report(AssertUnwindSafe(first).catch_unwind().await);
+            } else {
+                rest.push(first);
+                for result in
+                    future::join_all(rest.into_iter().map(|r| AssertUnwindSafe(r).catch_unwind()))
+                        .await
+                {
+                    report(result);
+                }
             }
             Ok(())
         }
@@ -970,22 +972,15 @@ impl BrokerHandle for BrokerInner {
         params: Value,
         opts: CallOptions,
     ) -> BoxFuture<'static, Result<Value>> {
-        if let Some(chain) = &self.call_chain {
-            return chain(CallRequest {
+        match &self.call_chain {
+            Some(chain) => chain(CallRequest {
                 action: action.to_owned(),
                 params,
                 options: opts,
                 parent: parent.cloned(),
-            });
+            }),
+            None => Box::pin(self.call_impl(parent, action, params, opts)),
         }
-        let handle = match parent {
-            Some(p) => p.broker().clone(),
-            None => match self.weak.upgrade() {
-                Some(me) => me,
-                None => return Box::pin(future::ready(Err(MoleculerError::broker_disconnected()))),
-            },
-        };
-        Box::pin(self.call_impl(handle, parent, action, params, opts))
     }
 
     fn send_event(
@@ -996,22 +991,15 @@ impl BrokerHandle for BrokerInner {
         payload: Value,
         opts: EmitOptions,
     ) -> BoxFuture<'static, Result<()>> {
-        if let Some(chain) = &self.emit_chain {
-            return chain(EmitRequest {
+        match &self.emit_chain {
+            Some(chain) => chain(EmitRequest {
                 event: event.to_owned(),
                 payload,
                 kind,
                 options: opts,
                 parent: parent.cloned(),
-            });
+            }),
+            None => Box::pin(self.send_event_impl(parent, kind, event, payload, opts)),
         }
-        let handle = match parent {
-            Some(p) => p.broker().clone(),
-            None => match self.weak.upgrade() {
-                Some(me) => me,
-                None => return Box::pin(future::ready(Err(MoleculerError::broker_disconnected()))),
-            },
-        };
-        Box::pin(self.send_event_impl(handle, parent, kind, event, payload, opts))
     }
 }

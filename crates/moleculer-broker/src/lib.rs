@@ -12,6 +12,7 @@
 
 mod broker;
 mod builder;
+mod call_future;
 pub mod error;
 pub mod health;
 mod middleware_bridge;
@@ -19,8 +20,9 @@ mod node_service;
 pub mod options;
 mod service;
 
-pub use broker::{BrokerRegistry, LocalEvent, ServiceBroker};
+pub use broker::{BrokerRegistry, LocalAction, LocalEvent, LocalSubscription, ServiceBroker};
 pub use builder::ServiceBrokerBuilder;
+pub use call_future::CallFuture;
 pub use error::BrokerError;
 pub use options::{BrokerOptions, RegistrySettings, TransitSettings};
 pub use service::{ActionDef, EventDef, Service, ServiceSchema};

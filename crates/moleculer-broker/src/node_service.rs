@@ -67,32 +67,31 @@ impl Service for NodeService {
                 );
                 Ok(Value::from(
                     svc.broker()?
-                        .registry()
-                        .read()
+                        .read_registry()
                         .node_list(only_available, with_services),
                 ))
             })
             .raw_action("services", |svc: Arc<Self>, ctx: Context| async move {
                 let opts = list_options(ctx.params())?;
                 Ok(Value::from(
-                    svc.broker()?.registry().read().service_list(opts),
+                    svc.broker()?.read_registry().service_list(opts),
                 ))
             })
             .raw_action("actions", |svc: Arc<Self>, ctx: Context| async move {
                 let opts = list_options(ctx.params())?;
                 Ok(Value::from(
-                    svc.broker()?.registry().read().action_list_json(opts),
+                    svc.broker()?.read_registry().action_list_json(opts),
                 ))
             })
             .raw_action("events", |svc: Arc<Self>, ctx: Context| async move {
                 let opts = list_options(ctx.params())?;
                 Ok(Value::from(
-                    svc.broker()?.registry().read().event_list_json(opts),
+                    svc.broker()?.read_registry().event_list_json(opts),
                 ))
             })
             .raw_action("health", |svc: Arc<Self>, _ctx: Context| async move {
                 let broker = svc.broker()?;
-                let client = broker.registry().read().nodes().local().client.clone();
+                let client = broker.read_registry().nodes().local().client.clone();
                 Ok(crate::health::health_status(&client, broker.uptime()))
             })
             .raw_action("options", |svc: Arc<Self>, _ctx: Context| async move {

@@ -257,7 +257,7 @@ impl Service for Listener {
     fn schema(&self) -> ServiceSchema<Self> {
         let mut def = EventDef::new(self.pattern, |s: Arc<Self>, ctx: Context| async move {
             let e = ctx.event().unwrap();
-            let groups = e.groups.iter().map(|g| g.to_string()).collect();
+            let groups = e.groups.to_vec();
             s.log.0.lock().push((
                 s.name.to_owned(),
                 e.name.to_string(),

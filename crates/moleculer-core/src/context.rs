@@ -1,6 +1,6 @@
 //! The request context every handler receives, and the broker handle it calls through.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -106,6 +106,35 @@ impl EventType {
     }
 }
 
+/// The groups an event was delivered for; one group (the common case) needs no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EventGroups {
+    /// No group filter.
+    #[default]
+    All,
+    /// One group.
+    One(Arc<str>),
+    /// Several groups.
+    Many(Arc<[Arc<str>]>),
+}
+
+impl EventGroups {
+    /// The groups as string slices.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many): (Option<&Arc<str>>, &[Arc<str>]) = match self {
+            EventGroups::All => (None, &[]),
+            EventGroups::One(g) => (Some(g), &[]),
+            EventGroups::Many(gs) => (None, gs),
+        };
+        one.into_iter().chain(many).map(|g| &**g)
+    }
+
+    /// The groups as owned strings.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+}
+
 /// What a context knows about the event it delivers.
 #[derive(Debug, Clone)]
 pub struct EventDelivery {
@@ -114,7 +143,7 @@ pub struct EventDelivery {
     /// How it was sent.
     pub kind: EventType,
     /// Groups it was delivered for.
-    pub groups: Vec<Arc<str>>,
+    pub groups: EventGroups,
 }
 
 /// The operations a [`Context`] needs from its broker. The broker implements it; backends and
@@ -143,10 +172,33 @@ pub trait BrokerHandle: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<()>>;
 }
 
+/// What every context of one endpoint shares: the broker, the local node, the service and the
+/// action. Built once per endpoint, so creating a context copies one pointer, not four.
+pub struct ContextTarget {
+    /// The broker that runs the endpoint (weak: contexts must not keep a stopped broker alive).
+    pub broker: Weak<dyn BrokerHandle>,
+    /// The node that runs the endpoint.
+    pub local_node: NodeId,
+    /// Full name of the service.
+    pub service: Arc<str>,
+    /// Full action name, for actions.
+    pub action: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for ContextTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextTarget")
+            .field("local_node", &self.local_node)
+            .field("service", &self.service)
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything needed to create a [`Context`]; the broker fills it in.
 pub struct ContextInit {
-    /// The broker that runs the context.
-    pub broker: Arc<dyn BrokerHandle>,
+    /// The endpoint that handles the context.
+    pub target: Arc<ContextTarget>,
     /// Context id; generated lazily when `None`.
     pub id: Option<Arc<str>>,
     /// Root request id; this context's id when `None`.
@@ -157,12 +209,8 @@ pub struct ContextInit {
     pub level: u32,
     /// Full name of the calling service.
     pub caller: Option<Arc<str>>,
-    /// The node the request came from.
-    pub node_id: NodeId,
-    /// Full name of the service that handles it.
-    pub service: Option<Arc<str>>,
-    /// Action name, for calls.
-    pub action: Option<Arc<str>>,
+    /// The node the request came from; `None` for this node.
+    pub caller_node: Option<NodeId>,
     /// Event details, for events.
     pub event: Option<EventDelivery>,
     /// Params or event payload.
@@ -178,15 +226,13 @@ pub struct ContextInit {
 }
 
 struct ContextInner {
-    broker: Arc<dyn BrokerHandle>,
+    target: Arc<ContextTarget>,
     id: OnceLock<Arc<str>>,
     request_id: Option<Arc<str>>,
     parent_id: Option<Arc<str>>,
     level: u32,
     caller: Option<Arc<str>>,
-    node_id: NodeId,
-    service: Option<Arc<str>>,
-    action: Option<Arc<str>>,
+    caller_node: Option<NodeId>,
     event: Option<EventDelivery>,
     params: Value,
     meta: Mutex<Meta>,
@@ -208,8 +254,8 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("id", &self.id())
             .field("level", &self.0.level)
-            .field("node_id", &self.0.node_id)
-            .field("action", &self.0.action)
+            .field("node_id", self.node_id())
+            .field("action", &self.0.target.action)
             .field("event", &self.0.event)
             .finish_non_exhaustive()
     }
@@ -223,15 +269,13 @@ impl Context {
             let _ = id.set(given);
         }
         Context(Arc::new(ContextInner {
-            broker: init.broker,
+            target: init.target,
             id,
             request_id: init.request_id,
             parent_id: init.parent_id,
             level: init.level,
             caller: init.caller,
-            node_id: init.node_id,
-            service: init.service,
-            action: init.action,
+            caller_node: init.caller_node,
             event: init.event,
             params: init.params,
             meta: Mutex::new(init.meta),
@@ -268,32 +312,35 @@ impl Context {
 
     /// The node the request came from.
     pub fn node_id(&self) -> &NodeId {
-        &self.0.node_id
+        self.0
+            .caller_node
+            .as_ref()
+            .unwrap_or(&self.0.target.local_node)
     }
 
     /// The node that runs this context.
     pub fn local_node_id(&self) -> &NodeId {
-        self.0.broker.node_id()
+        &self.0.target.local_node
     }
 
     /// Full name of the service handling this context.
-    pub fn service(&self) -> Option<&str> {
-        self.0.service.as_deref()
+    pub fn service(&self) -> &str {
+        &self.0.target.service
     }
 
     /// Full name of the handling service, shared (no copy).
-    pub fn service_arc(&self) -> Option<&Arc<str>> {
-        self.0.service.as_ref()
+    pub fn service_arc(&self) -> &Arc<str> {
+        &self.0.target.service
     }
 
-    /// The broker running this context.
-    pub fn broker(&self) -> &Arc<dyn BrokerHandle> {
-        &self.0.broker
+    /// The broker running this context, unless it is gone.
+    pub fn broker(&self) -> Option<Arc<dyn BrokerHandle>> {
+        self.0.target.broker.upgrade()
     }
 
     /// The action being called, for action contexts.
     pub fn action(&self) -> Option<&str> {
-        self.0.action.as_deref()
+        self.0.target.action.as_deref()
     }
 
     /// The event being delivered, for event contexts.
@@ -319,6 +366,11 @@ impl Context {
     /// A copy of the meta.
     pub fn meta(&self) -> Meta {
         self.0.meta.lock().clone()
+    }
+
+    /// Takes the meta out, leaving it empty (what a finished nested call hands to its parent).
+    pub fn take_meta(&self) -> Meta {
+        std::mem::take(&mut *self.0.meta.lock())
     }
 
     /// One meta value.
@@ -358,23 +410,26 @@ impl Context {
         self.0.deadline
     }
 
+    fn handle(&self) -> Result<Arc<dyn BrokerHandle>> {
+        self.broker()
+            .ok_or_else(MoleculerError::broker_disconnected)
+    }
+
     /// Calls an action as a child of this context.
     pub async fn call(&self, action: &str, params: Value) -> Result<Value> {
-        self.0
-            .broker
+        self.handle()?
             .call(Some(self), action, params, CallOptions::default())
             .await
     }
 
     /// Calls an action with options as a child of this context.
     pub async fn call_with(&self, action: &str, params: Value, opts: CallOptions) -> Result<Value> {
-        self.0.broker.call(Some(self), action, params, opts).await
+        self.handle()?.call(Some(self), action, params, opts).await
     }
 
     /// Emits a balanced event (one handler per group) as a child of this context.
     pub async fn emit(&self, event: &str, payload: Value) -> Result<()> {
-        self.0
-            .broker
+        self.handle()?
             .send_event(
                 Some(self),
                 EventType::Emit,
@@ -387,16 +442,14 @@ impl Context {
 
     /// Emits a balanced event with options.
     pub async fn emit_with(&self, event: &str, payload: Value, opts: EmitOptions) -> Result<()> {
-        self.0
-            .broker
+        self.handle()?
             .send_event(Some(self), EventType::Emit, event, payload, opts)
             .await
     }
 
     /// Broadcasts an event to every handler in the cluster.
     pub async fn broadcast(&self, event: &str, payload: Value) -> Result<()> {
-        self.0
-            .broker
+        self.handle()?
             .send_event(
                 Some(self),
                 EventType::Broadcast,
@@ -409,8 +462,7 @@ impl Context {
 
     /// Broadcasts an event to every handler on this node.
     pub async fn broadcast_local(&self, event: &str, payload: Value) -> Result<()> {
-        self.0
-            .broker
+        self.handle()?
             .send_event(
                 Some(self),
                 EventType::BroadcastLocal,
@@ -425,6 +477,10 @@ impl Context {
 /// Deserializes params into `T`, turning a mismatch into a `ValidationError` that names the
 /// offending field path and the reason.
 pub fn deserialize_params<T: DeserializeOwned>(params: &Value) -> Result<T> {
+    // The fast path first; the path-tracking pass runs only to explain a failure.
+    if let Ok(value) = T::deserialize(params) {
+        return Ok(value);
+    }
     serde_path_to_error::deserialize(params).map_err(|err| {
         let path = err.path().to_string();
         let reason = err.into_inner().to_string();

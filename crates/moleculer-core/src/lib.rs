@@ -14,7 +14,10 @@ pub mod node_id;
 pub mod service_info;
 pub mod strategy;
 
-pub use context::{BrokerHandle, CallOptions, Context, ContextInit, EmitOptions, EventType, Meta};
+pub use context::{
+    BrokerHandle, CallOptions, Context, ContextInit, ContextTarget, EmitOptions, EventGroups,
+    EventType, Meta,
+};
 pub use error::{ErrorDetails, MoleculerError, Result};
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;

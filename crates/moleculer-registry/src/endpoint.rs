@@ -39,6 +39,8 @@ pub struct ActionEndpoint<A> {
 /// An event subscription on one node. `handler` is set for local subscriptions only.
 #[derive(Debug, Clone)]
 pub struct EventEndpoint<E> {
+    /// Event name or pattern subscribed to.
+    pub name: Arc<str>,
     /// Hosting node.
     pub node_id: NodeId,
     /// Whether it is local.

@@ -14,7 +14,7 @@ use crate::wildcard;
 pub struct EventCatalog<E> {
     lists: Vec<EndpointList<EventEndpoint<E>>>,
     /// Lists whose pattern is a plain name, by name: found with one lookup.
-    exact: HashMap<Arc<str>, Vec<usize>>,
+    exact: HashMap<Arc<str>, Vec<usize>, foldhash::fast::RandomState>,
     /// Lists whose pattern has wildcards: matched one by one.
     wildcard: Vec<usize>,
 }
@@ -23,7 +23,7 @@ impl<E> Default for EventCatalog<E> {
     fn default() -> Self {
         Self {
             lists: Vec::new(),
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             wildcard: Vec::new(),
         }
     }
@@ -72,10 +72,10 @@ impl<E> EventCatalog<E> {
     }
 
     /// The lists whose pattern matches `event`.
-    pub fn matching<'a>(
+    pub fn matching<'a, 'e>(
         &'a self,
-        event: &'a str,
-    ) -> impl Iterator<Item = &'a EndpointList<EventEndpoint<E>>> + 'a {
+        event: &'e str,
+    ) -> impl Iterator<Item = &'a EndpointList<EventEndpoint<E>>> + use<'a, 'e, E> {
         let exact = self.exact.get(event).map(Vec::as_slice).unwrap_or_default();
         let wild = self
             .wildcard

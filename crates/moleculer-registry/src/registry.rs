@@ -232,6 +232,7 @@ impl<A: Clone, E: Clone> Registry<A, E> {
             let strategy =
                 self.strategy_for(info.strategy.as_deref(), info.strategy_options.as_ref());
             let endpoint = EventEndpoint {
+                name: Arc::from(info.name.as_str()),
                 node_id: item.node_id.clone(),
                 local: item.local,
                 service: service.clone(),
@@ -410,68 +411,65 @@ impl<A: Clone, E: Clone> Registry<A, E> {
     }
 
     /// Balanced emit: one endpoint per matching (pattern, group), limited to `groups` if given.
-    pub fn balanced_event_endpoints<'a>(
+    pub fn balanced_event_endpoints<'a, 's>(
         &'a self,
-        event: &'a str,
-        groups: Option<&'a [String]>,
-        ctx: &SelectionContext<'_>,
-    ) -> Vec<(&'a EventEndpoint<E>, &'a Arc<str>)> {
-        self.events
-            .matching(event)
-            .filter_map(|list| {
-                let group = list.group()?;
-                if groups.is_some_and(|g| !g.iter().any(|x| **x == **group)) {
-                    return None;
-                }
-                list.next(&self.nodes, ctx, self.opts.prefer_local)
-                    .map(|ep| (ep, group))
-            })
-            .collect()
+        event: &'s str,
+        groups: Option<&'s [String]>,
+        ctx: &'s SelectionContext<'s>,
+    ) -> impl Iterator<Item = (&'a EventEndpoint<E>, &'a Arc<str>)> + use<'a, 's, A, E> {
+        self.events.matching(event).filter_map(move |list| {
+            let group = list.group()?;
+            if groups.is_some_and(|g| !g.iter().any(|x| **x == **group)) {
+                return None;
+            }
+            list.next(&self.nodes, ctx, self.opts.prefer_local)
+                .map(|ep| (ep, group))
+        })
     }
 
     /// Broadcast: every available endpoint of every matching list (limited to `groups`).
-    pub fn all_event_endpoints<'a>(
+    pub fn all_event_endpoints<'a, 's>(
         &'a self,
-        event: &'a str,
-        groups: Option<&'a [String]>,
-    ) -> Vec<&'a EventEndpoint<E>> {
+        event: &'s str,
+        groups: Option<&'s [String]>,
+    ) -> impl Iterator<Item = &'a EventEndpoint<E>> + use<'a, 's, A, E> {
         self.events
             .matching(event)
-            .filter(|list| {
+            .filter(move |list| {
                 groups.is_none_or(|g| {
                     list.group()
                         .is_some_and(|grp| g.iter().any(|x| **x == **grp))
                 })
             })
             .flat_map(|list| list.endpoints().iter().filter(|e| e.available))
-            .collect()
     }
 
     /// The local handlers that receive an event that arrived for this node: all of them for a
     /// broadcast, one per group otherwise (Moleculer's `emitLocalServices`).
-    pub fn local_event_endpoints<'a>(
+    pub fn local_event_endpoints<'a, 's>(
         &'a self,
-        event: &'a str,
-        groups: Option<&'a [String]>,
+        event: &'s str,
+        groups: Option<&'s [String]>,
         broadcast: bool,
-        ctx: &SelectionContext<'_>,
-    ) -> Vec<&'a EventEndpoint<E>> {
-        let mut out = Vec::new();
-        for list in self.events.matching(event) {
-            let in_groups = match (groups, list.group()) {
+        ctx: &'s SelectionContext<'s>,
+    ) -> impl Iterator<Item = &'a EventEndpoint<E>> + use<'a, 's, A, E> {
+        self.events
+            .matching(event)
+            .filter(move |list| match (groups, list.group()) {
                 (Some(g), Some(grp)) if !g.is_empty() => g.iter().any(|x| **x == **grp),
                 _ => true,
-            };
-            if !in_groups {
-                continue;
-            }
-            if broadcast {
-                out.extend(list.endpoints().iter().filter(|e| e.local && e.available));
-            } else if let Some(ep) = list.next_local(&self.nodes, ctx) {
-                out.push(ep);
-            }
-        }
-        out
+            })
+            .flat_map(move |list| {
+                let (all, one) = if broadcast {
+                    (
+                        Some(list.endpoints().iter().filter(|e| e.local && e.available)),
+                        None,
+                    )
+                } else {
+                    (None, list.next_local(&self.nodes, ctx))
+                };
+                all.into_iter().flatten().chain(one)
+            })
     }
 
     /// Whether `full_name` runs on any known node.
@@ -818,7 +816,8 @@ mod tests {
         assert_eq!(pick(&reg, "math.add"), Err(Miss::NotAvailable));
         assert!(reg
             .balanced_event_endpoints("user.created", None, &SelectionContext::empty())
-            .is_empty());
+            .next()
+            .is_none());
         assert!(
             reg.node_disconnected("n1", 6.0).is_none(),
             "already offline"
@@ -912,7 +911,9 @@ mod tests {
             0.0,
         )
         .unwrap();
-        let picks = reg.balanced_event_endpoints("user.created", None, &SelectionContext::empty());
+        let picks: Vec<_> = reg
+            .balanced_event_endpoints("user.created", None, &SelectionContext::empty())
+            .collect();
         let mut groups: Vec<_> = picks.iter().map(|(_, g)| g.to_string()).collect();
         groups.sort();
         assert_eq!(groups, ["auditGroup", "mail", "payments"]);
@@ -923,18 +924,17 @@ mod tests {
                 Some(&only_mail),
                 &SelectionContext::empty()
             )
-            .len(),
+            .count(),
             1
         );
         let all: Vec<_> = reg
             .all_event_endpoints("user.created", None)
-            .iter()
             .map(|e| e.node_id.to_string())
             .collect();
         assert_eq!(all.len(), 4);
         assert!(
             reg.balanced_event_endpoints("order.created", None, &SelectionContext::empty())
-                .len()
+                .count()
                 == 1,
             "only ** matches"
         );
@@ -961,16 +961,18 @@ mod tests {
         let sel = SelectionContext::empty();
         assert_eq!(
             reg.local_event_endpoints("user.created", None, false, &sel)
-                .len(),
+                .count(),
             2
         );
         assert_eq!(
             reg.local_event_endpoints("user.created", None, true, &sel)
-                .len(),
+                .count(),
             3
         );
         let audit = ["audit".to_string()];
-        let only_audit = reg.local_event_endpoints("user.created", Some(&audit), false, &sel);
+        let only_audit: Vec<_> = reg
+            .local_event_endpoints("user.created", Some(&audit), false, &sel)
+            .collect();
         assert_eq!(
             only_audit
                 .iter()
