@@ -11,13 +11,13 @@ use crate::endpoint_list::EndpointList;
 /// Endpoint lists of every action, by full action name.
 #[derive(Debug)]
 pub struct ActionCatalog<A> {
-    lists: HashMap<Arc<str>, EndpointList<ActionEndpoint<A>>>,
+    lists: HashMap<Arc<str>, EndpointList<ActionEndpoint<A>>, foldhash::fast::RandomState>,
 }
 
 impl<A> Default for ActionCatalog<A> {
     fn default() -> Self {
         Self {
-            lists: HashMap::new(),
+            lists: HashMap::default(),
         }
     }
 }
