@@ -941,7 +941,7 @@ impl BrokerInner {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::error!(event = %event, "event handler failed: {err}"),
                 Err(payload) => {
-                    tracing::error!(event = %event, "event handler panicked: {}", panic_message(&*payload))
+                    tracing::error!(event = %event, "event handler panicked: {}", panic_message(&*payload));
                 }
             };
             if rest.is_empty() {

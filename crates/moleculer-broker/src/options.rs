@@ -135,7 +135,7 @@ impl BrokerOptions {
                 "must not contain '.', ' ', '|' or '/' (it is part of topic and key names)",
             ));
         }
-        if !(self.heartbeat_interval > 0.0) {
+        if self.heartbeat_interval.is_nan() || self.heartbeat_interval <= 0.0 {
             return Err(invalid("heartbeatInterval", "must be above 0 seconds"));
         }
         if self.heartbeat_timeout <= self.heartbeat_interval {

@@ -236,12 +236,15 @@ async fn broker_request_timeout_applies_to_every_call() {
     assert_eq!(err.name, "RequestTimeoutError");
 }
 
-/// Records every event delivery as (service, event name, type, groups).
+/// One event delivery: (service, event name, type, groups).
+type Delivery = (String, String, String, Vec<String>);
+
+/// Records every event delivery.
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(String, String, String, Vec<String>)>>>);
+struct Log(Arc<Mutex<Vec<Delivery>>>);
 
 impl Log {
-    fn take(&self) -> Vec<(String, String, String, Vec<String>)> {
+    fn take(&self) -> Vec<Delivery> {
         std::mem::take(&mut self.0.lock())
     }
 }
@@ -293,7 +296,7 @@ async fn listeners(log: &Log) -> ServiceBroker {
     .await
 }
 
-fn services(log: &[(String, String, String, Vec<String>)]) -> Vec<String> {
+fn services(log: &[Delivery]) -> Vec<String> {
     let mut s: Vec<_> = log.iter().map(|e| e.0.clone()).collect();
     s.sort();
     s
@@ -744,5 +747,116 @@ async fn errors_from_handlers_keep_code_type_and_data() {
     assert_eq!(
         (err.code, err.kind(), &err.data),
         (422, "BAD_THING", &json!({"f": 1}))
+    );
+}
+
+#[tokio::test]
+async fn node_id_targeting_reaches_that_node_or_names_it() {
+    let broker = started(|b| b.create_service(Math).unwrap()).await;
+    let here = CallOptions::default().node_id("test-node");
+    assert_eq!(
+        broker
+            .call_with("math.add", json!({"a": 1, "b": 1}), here)
+            .await
+            .unwrap(),
+        json!(2)
+    );
+    let elsewhere = CallOptions::default().node_id("node-x");
+    let err = broker
+        .call_with("math.add", json!({"a": 1, "b": 1}), elsewhere)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name, "ServiceNotFoundError");
+    assert!(err.message.contains("'node-x'"), "{}", err.message);
+}
+
+/// Emits and broadcasts from inside a handler.
+struct Announcer;
+
+impl Service for Announcer {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("announcer").raw_action("go", |_s: Arc<Self>, ctx: Context| async move {
+            ctx.set_meta("who", json!("announcer"));
+            ctx.emit("user.created", json!({"via": "emit"})).await?;
+            ctx.broadcast("user.created", json!({"via": "broadcast"}))
+                .await?;
+            Ok(Value::Null)
+        })
+    }
+}
+
+#[tokio::test]
+async fn handlers_emit_and_broadcast_through_their_context() {
+    let log = Log::default();
+    let broker = listeners(&log).await;
+    broker.create_service(Announcer).unwrap();
+    broker
+        .wait_for_services(&["announcer"], Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    log.take();
+    broker.call("announcer.go", Value::Null).await.unwrap();
+    let seen = log.take();
+    let emits = seen.iter().filter(|e| e.2 == "emit").count();
+    let broadcasts = seen.iter().filter(|e| e.2 == "broadcast").count();
+    assert_eq!((emits, broadcasts), (3, 4), "{seen:?}");
+}
+
+/// Records its lifecycle hooks.
+struct Lifecycle(Arc<Mutex<Vec<&'static str>>>);
+
+impl Service for Lifecycle {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("lifecycle")
+    }
+    fn created(&self, _broker: &ServiceBroker) {
+        self.0.lock().push("created");
+    }
+    async fn started(self: Arc<Self>, _broker: ServiceBroker) -> Result<()> {
+        self.0.lock().push("started");
+        Ok(())
+    }
+    async fn stopped(self: Arc<Self>, _broker: ServiceBroker) -> Result<()> {
+        self.0.lock().push("stopped");
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_run_in_order() {
+    let hooks = Arc::new(Mutex::new(Vec::new()));
+    let broker = ServiceBroker::builder().node_id("n").build().unwrap();
+    broker.create_service(Lifecycle(hooks.clone())).unwrap();
+    assert_eq!(*hooks.lock(), ["created"]);
+    broker.start().await.unwrap();
+    broker.stop().await;
+    assert_eq!(*hooks.lock(), ["created", "started", "stopped"]);
+}
+
+/// Fails to start.
+struct Broken;
+
+impl Service for Broken {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("broken")
+    }
+    async fn started(self: Arc<Self>, _broker: ServiceBroker) -> Result<()> {
+        Err(MoleculerError::new(
+            "no database",
+            500,
+            "NO_DB",
+            Value::Null,
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_started_hook_fails_start_naming_the_service() {
+    let broker = ServiceBroker::builder().node_id("n").build().unwrap();
+    broker.create_service(Broken).unwrap();
+    let err = broker.start().await.unwrap_err();
+    assert!(
+        err.to_string().contains("`broken`") && err.to_string().contains("no database"),
+        "{err}"
     );
 }
