@@ -9,10 +9,14 @@
 
 pub mod context;
 pub mod error;
+pub mod memory_transporter;
 pub mod middleware;
 pub mod node_id;
+pub mod protocol;
+pub mod serializer;
 pub mod service_info;
 pub mod strategy;
+pub mod transporter;
 
 pub use context::{
     BrokerHandle, CallOptions, Context, ContextInit, ContextTarget, EmitOptions, EventGroups,

@@ -1,0 +1,62 @@
+//! REQ: an action call.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::fields::null_as_default;
+use crate::context::Meta;
+use crate::node_id::NodeId;
+
+/// An action call, sent to `MOL.REQ.<target>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestPacket {
+    /// Context id; the response carries it back.
+    pub id: String,
+    /// Full action name.
+    pub action: String,
+    /// Params (any JSON value).
+    #[serde(default)]
+    pub params: Value,
+    /// Meta.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub meta: Meta,
+    /// Headers (protocol 5 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Meta>,
+    /// Remaining time in milliseconds (`null` or 0: none).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Call depth.
+    #[serde(default = "one", deserialize_with = "level_or_one")]
+    pub level: u32,
+    /// Tracing flag.
+    #[serde(default)]
+    pub tracing: Option<bool>,
+    /// Parent context id.
+    #[serde(rename = "parentID", default)]
+    pub parent_id: Option<String>,
+    /// Root request id.
+    #[serde(rename = "requestID", default)]
+    pub request_id: Option<String>,
+    /// Calling service.
+    #[serde(default)]
+    pub caller: Option<String>,
+    /// Stream flag (streams are not supported; `true` is refused).
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Stream chunk sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Protocol version.
+    pub ver: String,
+    /// Sender node.
+    pub sender: NodeId,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn level_or_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    Ok(Option::<u32>::deserialize(d)?.unwrap_or(1))
+}
