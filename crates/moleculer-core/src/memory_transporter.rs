@@ -144,7 +144,7 @@ impl MemoryBus {
         self.inner.sent.lock().clear();
     }
 
-    fn publish(&self, from: &NodeId, namespace: &str, packet: Outgoing) {
+    fn publish(&self, from: &NodeId, namespace: &str, packet: &Outgoing) {
         *self.inner.sent.lock().entry(packet.kind).or_default() += 1;
         let recipients: Vec<(NodeId, IncomingSink)> = self
             .inner
@@ -205,7 +205,7 @@ impl Transporter for MemoryTransporter {
             Some((_, node, ns)) => (node.clone(), ns.clone()),
             None => return Err(TransporterError::NotConnected),
         };
-        self.bus.publish(&from, &namespace, packet);
+        self.bus.publish(&from, &namespace, &packet);
         Ok(())
     }
 
