@@ -13,6 +13,7 @@ use moleculer_core::context::{ContextInit, ContextTarget, EventDelivery, EventGr
 use moleculer_core::middleware::{
     ActionHandler, CallHandler, CallRequest, EmitHandler, EmitRequest, EventHandler,
 };
+use moleculer_core::protocol::{EventPacket, RequestPacket};
 use moleculer_core::service_info::ClientInfo;
 use moleculer_core::{
     BrokerHandle, CallOptions, Context, EmitOptions, EventType, Meta, MoleculerError, NodeId,
@@ -24,11 +25,14 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+use crate::bridges::{DynDiscoverer, DynTransporter};
 use crate::call_future::{panic_message, CallFuture};
+use crate::cluster::{Cluster, PingResult};
 use crate::error::BrokerError;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
 use crate::service::{BoundService, Runtime, Service, ServiceRuntime};
+use crate::transit::{Transit, TransitStats};
 
 /// A local action as the registry holds it: the (middleware-wrapped) handler and the target its
 /// contexts share.
@@ -78,8 +82,8 @@ pub struct LocalEvent {
 }
 
 const CREATED: u8 = 0;
-const STARTING: u8 = 1;
-const STARTED: u8 = 2;
+pub(crate) const STARTING: u8 = 1;
+pub(crate) const STARTED: u8 = 2;
 const STOPPING: u8 = 3;
 const STOPPED: u8 = 4;
 
@@ -109,6 +113,15 @@ pub(crate) struct BrokerInner {
     clock: Instant,
     request_timeout: Option<Duration>,
     weak: Weak<BrokerInner>,
+    /// Transit and discovery, when the broker has a transporter.
+    cluster: Option<Cluster>,
+}
+
+/// The pluggable parts a broker is built with.
+#[derive(Default)]
+pub(crate) struct Backends {
+    pub transporter: Option<Arc<dyn DynTransporter>>,
+    pub discoverer: Option<Arc<dyn DynDiscoverer>>,
 }
 
 /// A service broker: hosts services, routes calls and events to them, and (with a transporter)
@@ -170,6 +183,7 @@ impl ServiceBroker {
     pub(crate) fn from_parts(
         options: BrokerOptions,
         middlewares: Vec<Arc<dyn ErasedMiddleware>>,
+        backends: Backends,
     ) -> Result<Self, BrokerError> {
         options.validate()?;
         let registry_options = options.registry_options()?;
@@ -183,6 +197,18 @@ impl ServiceBroker {
             registry_options,
         );
         let request_timeout = options.request_timeout();
+        let cluster = match backends.transporter {
+            Some(transporter) => {
+                let serializer = options.serializer_kind()?.build();
+                let version = options.protocol_version()?;
+                let transit = Transit::new(version, serializer, transporter, &options.transit);
+                let discoverer = backends.discoverer.unwrap_or_else(|| {
+                    Arc::new(moleculer_discoverer_local::LocalDiscoverer::new())
+                });
+                Some(Cluster::new(transit, discoverer))
+            }
+            None => None,
+        };
         let inner = Arc::new_cyclic(|weak: &Weak<BrokerInner>| {
             let call_chain = build_call_chain(weak.clone(), &middlewares);
             let emit_chain = build_emit_chain(weak.clone(), &middlewares);
@@ -201,6 +227,7 @@ impl ServiceBroker {
                 clock: Instant::now(),
                 request_timeout,
                 weak: weak.clone(),
+                cluster,
             }
         });
         let broker = ServiceBroker { inner };
@@ -240,6 +267,25 @@ impl ServiceBroker {
     /// Runs `f` on the registry (read-only; keep it short, never await inside).
     pub fn with_registry<R>(&self, f: impl FnOnce(&BrokerRegistry) -> R) -> R {
         f(&self.inner.read_registry())
+    }
+
+    /// Measures the round trip to another node (PING/PONG); the result also feeds the Latency
+    /// strategy.
+    pub async fn ping(&self, node_id: &str, timeout: Duration) -> Result<PingResult> {
+        self.inner.ping(node_id, timeout).await
+    }
+
+    /// What transit dropped (malformed, oversized, wrong version) and ignored (orphan
+    /// responses), when the broker has a transporter.
+    pub fn transit_stats(&self) -> Option<&TransitStats> {
+        self.inner.cluster().map(|c| &c.transit.stats)
+    }
+
+    /// Requests sent to other nodes and not answered yet.
+    pub fn pending_requests(&self) -> usize {
+        self.inner
+            .cluster()
+            .map_or(0, |c| c.transit.pending_count())
     }
 
     /// Subscribes to internal events (`$services.changed`, `$broker.started`, ...).
@@ -308,6 +354,12 @@ impl ServiceBroker {
         {
             return Err(BrokerError::AlreadyStarted);
         }
+        // Join first, so services can wait for remote dependencies.
+        if let Err(err) = self.inner.join_cluster().await {
+            self.inner.state.store(STOPPED, Ordering::Release);
+            self.inner.leave_cluster(true).await;
+            return Err(err);
+        }
         let names: Vec<String> = self
             .inner
             .services
@@ -319,6 +371,12 @@ impl ServiceBroker {
         let results = future::join_all(names.iter().map(|n| self.start_service(n))).await;
         if let Some(err) = results.into_iter().find_map(Result::err) {
             self.inner.state.store(STOPPED, Ordering::Release);
+            self.inner.leave_cluster(false).await;
+            return Err(err);
+        }
+        if let Err(err) = self.inner.announce().await {
+            self.inner.state.store(STOPPED, Ordering::Release);
+            self.inner.leave_cluster(true).await;
             return Err(err);
         }
         for mw in &self.inner.middlewares {
@@ -392,6 +450,7 @@ impl ServiceBroker {
             .iter()
             .map(|e| (e.full_name.clone(), e.runtime.clone(), e.started))
             .collect();
+        // Withdraw the actions first: peers stop routing here before anything stops.
         {
             let mut registry = self.inner.write_registry();
             for (name, _, started) in &entries {
@@ -401,6 +460,8 @@ impl ServiceBroker {
             }
         }
         self.inner.changes.send_modify(|g| *g += 1);
+        // Empty INFO, `stopDelay`, then in-flight requests finish.
+        self.inner.withdraw_services().await;
         let stops = entries.iter().filter(|(_, _, started)| *started).map(
             |(name, runtime, _)| async move {
                 if let Err(err) = runtime.stopped(self.clone()).await {
@@ -412,6 +473,8 @@ impl ServiceBroker {
         for e in self.inner.services.lock().iter_mut() {
             e.started = false;
         }
+        // DISCONNECT, then the transporter goes.
+        self.inner.leave_cluster(false).await;
         for mw in &self.inner.middlewares {
             if let Err(err) = mw.stopped(&self.inner.node_id).await {
                 tracing::warn!(middleware = mw.name(), "stopped hook failed: {err}");
@@ -632,7 +695,7 @@ fn build_emit_chain(
 }
 
 /// Starts a handler, turning a panic in its synchronous part into an error future.
-fn start_handler<T: Send + 'static>(
+pub(crate) fn start_handler<T: Send + 'static>(
     run: impl FnOnce() -> BoxFuture<'static, Result<T>>,
     what: &str,
     node: &NodeId,
@@ -724,9 +787,36 @@ impl BrokerInner {
         }
     }
 
-    /// Signals a registry change to waiters and emits `$services.changed`.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    pub(crate) fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    pub(crate) fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Wakes whoever waits for services.
+    pub(crate) fn registry_changed(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// Signals a registry change to waiters and emits `$services.changed`; a change of local
+    /// services is announced to the cluster (debounced).
     async fn services_changed(&self, local_service: bool) {
         self.changes.send_modify(|g| *g += 1);
+        if local_service {
+            if let Some(me) = self.weak.upgrade() {
+                me.schedule_info();
+            }
+        }
         self.emit_internal(
             "$services.changed",
             json!({ "localService": local_service }),
@@ -785,13 +875,6 @@ impl BrokerInner {
             Ok(endpoint) => endpoint,
             Err(err) => return CallFuture::failed(err),
         };
-        let Some(local) = &endpoint.handler else {
-            // Remote endpoints need a transporter; without one this node cannot reach them.
-            return CallFuture::failed(MoleculerError::service_not_available(
-                action,
-                Some(&endpoint.node_id),
-            ));
-        };
         let mut timeout = opts
             .timeout
             .or(endpoint.info.timeout.map(Duration::from_millis))
@@ -804,6 +887,20 @@ impl BrokerInner {
             let remaining = parent_deadline - now;
             timeout = Some(timeout.map_or(remaining, |t| t.min(remaining)));
         }
+        let Some(local) = &endpoint.handler else {
+            let target = endpoint.node_id.clone();
+            drop(registry);
+            return self.call_remote(
+                target,
+                parent,
+                action,
+                params,
+                meta,
+                opts.headers,
+                timeout,
+                level,
+            );
+        };
         let deadline = timeout.map(|t| Instant::now() + t);
         let ctx = Context::new(ContextInit {
             target: local.target.clone(),
@@ -828,6 +925,47 @@ impl BrokerInner {
         CallFuture::running(fut, ctx, deadline, parent.cloned())
     }
 
+    /// A call to an action on another node: one REQ packet, answered by a RES.
+    #[allow(clippy::too_many_arguments)]
+    fn call_remote(
+        &self,
+        target: NodeId,
+        parent: Option<&Context>,
+        action: &str,
+        params: Value,
+        meta: Meta,
+        headers: Option<Meta>,
+        timeout: Option<Duration>,
+        level: u32,
+    ) -> CallFuture {
+        let Some(cluster) = &self.cluster else {
+            return CallFuture::failed(MoleculerError::service_not_available(
+                action,
+                Some(&target),
+            ));
+        };
+        let version = cluster.transit.version;
+        let id = moleculer_core::node_id::generate_id();
+        let request = RequestPacket {
+            request_id: Some(parent.map_or_else(|| id.clone(), |p| p.request_id().to_string())),
+            id,
+            action: action.to_owned(),
+            params,
+            meta,
+            headers: version.has_headers().then(|| headers.unwrap_or_default()),
+            timeout: timeout.map(|t| t.as_secs_f64() * 1000.0),
+            level,
+            tracing: None,
+            parent_id: parent.map(|p| p.id().to_string()),
+            caller: parent.map(|p| p.service().to_owned()),
+            stream: Some(false),
+            seq: None,
+            ver: version.as_str().to_owned(),
+            sender: self.node_id.clone(),
+        };
+        self.remote_call(target, request, timeout, parent.cloned())
+    }
+
     pub(crate) fn send_event_impl(
         &self,
         parent: Option<&Context>,
@@ -847,8 +985,14 @@ impl BrokerInner {
             meta.extend(extra);
         }
         let groups = opts.groups.as_deref();
-        let level = parent.map_or(1, |p| p.level() + 1);
-        let headers = opts.headers.unwrap_or_default();
+        let origin = EventOrigin {
+            request_id: parent.map(|p| p.request_id().clone()),
+            parent_id: parent.map(|p| p.id().clone()),
+            level: parent.map_or(1, |p| p.level() + 1),
+            caller: parent.map(|p| p.service_arc().clone()),
+            caller_node: None,
+            headers: opts.headers.unwrap_or_default(),
+        };
         let filter = match groups {
             None | Some([]) => EventGroups::All,
             Some([one]) => EventGroups::One(Arc::from(one.as_str())),
@@ -859,26 +1003,90 @@ impl BrokerInner {
             params: &payload,
             meta: &meta,
         };
-        type Pick<'a> = (&'a LocalSubscription, &'a Arc<str>, Option<&'a Arc<str>>);
-        let picks: Box<dyn Iterator<Item = Pick<'_>>> = match kind {
-            EventType::Emit => Box::new(
-                registry
-                    .balanced_event_endpoints(event, groups, &selection)
-                    .filter_map(|(ep, group)| Some((ep.handler.as_ref()?, &ep.name, Some(group)))),
-            ),
-            EventType::Broadcast => Box::new(
-                registry
-                    .all_event_endpoints(event, groups)
-                    .filter_map(|ep| Some((ep.handler.as_ref()?, &ep.name, None))),
-            ),
-            EventType::BroadcastLocal => Box::new(
-                registry
-                    .local_event_endpoints(event, groups, true, &selection)
-                    .filter_map(|ep| Some((ep.handler.as_ref()?, &ep.name, None))),
-            ),
-        };
-        // Collected so the payload can be moved into the last delivery once selection is done.
-        let picks: Vec<Pick<'_>> = picks.collect();
+        let mut picks: Vec<(&LocalSubscription, &Arc<str>, EventGroups)> = Vec::new();
+        // Remote nodes get one EVENT each, carrying the groups chosen for them.
+        let mut remote: Vec<(NodeId, Vec<String>)> = Vec::new();
+        match kind {
+            EventType::Emit => {
+                for (ep, group) in registry.balanced_event_endpoints(event, groups, &selection) {
+                    match &ep.handler {
+                        Some(sub) => picks.push((sub, &ep.name, EventGroups::One(group.clone()))),
+                        None => match remote.iter_mut().find(|(n, _)| *n == ep.node_id) {
+                            Some((_, gs)) => gs.push(group.to_string()),
+                            None => remote.push((ep.node_id.clone(), vec![group.to_string()])),
+                        },
+                    }
+                }
+            }
+            EventType::Broadcast => {
+                for ep in registry.all_event_endpoints(event, groups) {
+                    match &ep.handler {
+                        Some(sub) => picks.push((sub, &ep.name, filter.clone())),
+                        None if !remote.iter().any(|(n, _)| *n == ep.node_id) => {
+                            remote.push((ep.node_id.clone(), Vec::new()))
+                        }
+                        None => {}
+                    }
+                }
+            }
+            EventType::BroadcastLocal => {
+                for ep in registry.local_event_endpoints(event, groups, true, &selection) {
+                    if let Some(sub) = &ep.handler {
+                        picks.push((sub, &ep.name, filter.clone()));
+                    }
+                }
+            }
+        }
+        let remote_sends = self.cluster.as_ref().and_then(|cluster| {
+            let version = cluster.transit.version;
+            let sends: Vec<(NodeId, EventPacket)> = remote
+                .into_iter()
+                .map(|(node, node_groups)| {
+                    let packet = EventPacket {
+                        id: Some(moleculer_core::node_id::generate_id()),
+                        event: event.to_owned(),
+                        data: payload.clone(),
+                        groups: match kind {
+                            EventType::Emit => Some(node_groups),
+                            _ => opts.groups.clone(),
+                        },
+                        broadcast: kind == EventType::Broadcast,
+                        meta: meta.clone(),
+                        headers: version.has_headers().then(|| origin.headers.clone()),
+                        level: Some(origin.level),
+                        tracing: None,
+                        parent_id: origin.parent_id.as_deref().map(str::to_owned),
+                        request_id: origin.request_id.as_deref().map(str::to_owned),
+                        caller: origin.caller.as_deref().map(str::to_owned),
+                        need_ack: None,
+                        ver: version.as_str().to_owned(),
+                        sender: self.node_id.clone(),
+                    };
+                    (node, packet)
+                })
+                .collect();
+            self.remote_events(sends)
+        });
+        let local = self.start_local_deliveries(picks, event, kind, payload, meta, &origin);
+        drop(registry);
+        let run = Self::join_sends(Some(local), remote_sends);
+        async move {
+            run.await;
+            Ok(())
+        }
+    }
+
+    /// Starts the local handlers of an event; the future runs them concurrently and logs their
+    /// errors (events answer nothing).
+    pub(crate) fn start_local_deliveries(
+        &self,
+        picks: Vec<(&LocalSubscription, &Arc<str>, EventGroups)>,
+        event: &str,
+        kind: EventType,
+        payload: Value,
+        meta: Meta,
+        origin: &EventOrigin,
+    ) -> BoxFuture<'static, ()> {
         let count = picks.len();
         // An exact subscription shares its name; only wildcard matches need a copy of it.
         let mut concrete: Option<Arc<str>> = None;
@@ -892,7 +1100,7 @@ impl BrokerInner {
         let (mut payload, mut meta) = (Some(payload), Some(meta));
         let mut first: Option<(Arc<str>, BoxFuture<'static, Result<()>>)> = None;
         let mut rest: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
-        for (i, (sub, pattern, group)) in picks.into_iter().enumerate() {
+        for (i, (sub, pattern, groups)) in picks.into_iter().enumerate() {
             // The last delivery takes the payload and meta; the others get copies.
             let (params, meta) = if i + 1 == count {
                 (
@@ -909,19 +1117,19 @@ impl BrokerInner {
             let ctx = Context::new(ContextInit {
                 target: sub.target.clone(),
                 id: None,
-                request_id: parent.map(|p| p.request_id().clone()),
-                parent_id: parent.map(|p| p.id().clone()),
-                level,
-                caller: parent.map(|p| p.service_arc().clone()),
-                caller_node: None,
+                request_id: origin.request_id.clone(),
+                parent_id: origin.parent_id.clone(),
+                level: origin.level,
+                caller: origin.caller.clone(),
+                caller_node: origin.caller_node.clone(),
                 event: Some(EventDelivery {
                     name: name.clone(),
                     kind,
-                    groups: group.map_or_else(|| filter.clone(), |g| EventGroups::One(g.clone())),
+                    groups,
                 }),
                 params,
                 meta,
-                headers: headers.clone(),
+                headers: origin.headers.clone(),
                 timeout: None,
                 deadline: None,
             });
@@ -932,11 +1140,8 @@ impl BrokerInner {
                 rest.push(run);
             }
         }
-        drop(registry);
-        async move {
-            let Some((event, first)) = first else {
-                return Ok(());
-            };
+        Box::pin(async move {
+            let Some((event, first)) = first else { return };
             let report = |result: std::thread::Result<Result<()>>| match result {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::error!(event = %event, "event handler failed: {err}"),
@@ -955,9 +1160,18 @@ impl BrokerInner {
                     report(result);
                 }
             }
-            Ok(())
-        }
+        })
     }
+}
+
+/// Where an event delivery comes from (its parent context, or the sending node).
+pub(crate) struct EventOrigin {
+    pub request_id: Option<Arc<str>>,
+    pub parent_id: Option<Arc<str>>,
+    pub level: u32,
+    pub caller: Option<Arc<str>>,
+    pub caller_node: Option<NodeId>,
+    pub headers: Meta,
 }
 
 impl BrokerHandle for BrokerInner {

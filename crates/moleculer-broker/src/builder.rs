@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_core::Middleware;
+use moleculer_core::transporter::Transporter;
+use moleculer_core::{Discoverer, Middleware};
 use serde_json::Value;
 
-use crate::broker::ServiceBroker;
+use crate::broker::{Backends, ServiceBroker};
 use crate::error::BrokerError;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
@@ -16,6 +17,7 @@ use crate::options::BrokerOptions;
 pub struct ServiceBrokerBuilder {
     options: BrokerOptions,
     middlewares: Vec<Arc<dyn ErasedMiddleware>>,
+    backends: Backends,
 }
 
 impl ServiceBrokerBuilder {
@@ -98,8 +100,36 @@ impl ServiceBrokerBuilder {
         self
     }
 
+    /// The transporter that connects this broker to a cluster (none: a single node).
+    #[must_use]
+    pub fn transporter(mut self, transporter: impl Transporter) -> Self {
+        self.backends.transporter = Some(Arc::new(transporter));
+        self
+    }
+
+    /// The discoverer (default with a transporter: Local, over the transporter itself).
+    #[must_use]
+    pub fn discoverer(mut self, discoverer: impl Discoverer) -> Self {
+        self.backends.discoverer = Some(Arc::new(discoverer));
+        self
+    }
+
+    /// The packet serializer: `JSON` (default), `MsgPack`, `Notepack`.
+    #[must_use]
+    pub fn serializer(mut self, name: &str) -> Self {
+        self.options.serializer = name.to_owned();
+        self
+    }
+
+    /// The protocol version spoken: `"5"` (default) or `"4"`.
+    #[must_use]
+    pub fn protocol_version(mut self, version: &str) -> Self {
+        self.options.transit.protocol_version = version.to_owned();
+        self
+    }
+
     /// Checks the options and creates the broker.
     pub fn build(self) -> Result<ServiceBroker, BrokerError> {
-        ServiceBroker::from_parts(self.options, self.middlewares)
+        ServiceBroker::from_parts(self.options, self.middlewares, self.backends)
     }
 }

@@ -30,6 +30,17 @@ pub enum BrokerError {
         /// The failure.
         source: MoleculerError,
     },
+    /// The transporter could not connect (or the discoverer could not start).
+    #[error("transporter: {0}")]
+    Transporter(String),
+    /// Another live process uses this node id.
+    #[error("node id '{node_id}' is already used by a live node (instance {other_instance}); give each node a unique nodeID")]
+    NodeIdConflict {
+        /// The contested node id.
+        node_id: String,
+        /// The instance id of the other process.
+        other_instance: String,
+    },
     /// `start` was called twice.
     #[error("the broker is already started")]
     AlreadyStarted,

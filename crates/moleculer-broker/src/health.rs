@@ -7,6 +7,39 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use moleculer_core::service_info::ClientInfo;
 use serde_json::{json, Value};
 
+/// Machine-wide CPU usage from `/proc/stat`, as the busy share since the previous sample.
+#[derive(Debug, Default)]
+pub struct CpuSampler {
+    last: parking_lot::Mutex<Option<(u64, u64)>>,
+}
+
+impl CpuSampler {
+    /// CPU usage in percent (0–100) since the last call; the first call covers the time since
+    /// boot. `None` where `/proc/stat` cannot be read.
+    pub fn sample(&self) -> Option<f64> {
+        let text = read("/proc/stat")?;
+        let fields: Vec<u64> = text
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        let total: u64 = fields.iter().sum();
+        let mut last = self.last.lock();
+        let (prev_idle, prev_total) = last.replace((idle, total)).unwrap_or((0, 0));
+        let (d_idle, d_total) = (
+            idle.saturating_sub(prev_idle),
+            total.saturating_sub(prev_total),
+        );
+        if d_total == 0 {
+            return Some(0.0);
+        }
+        Some(((d_total - d_idle) as f64 * 100.0 / d_total as f64).round())
+    }
+}
+
 /// This machine's non-loopback IPv4 addresses (INFO's `ipList`).
 pub fn ipv4_addresses() -> Vec<String> {
     if_addrs::get_if_addrs()

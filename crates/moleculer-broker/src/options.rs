@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use moleculer_core::protocol::ProtocolVersion;
+use moleculer_core::serializer::SerializerKind;
 use moleculer_registry::{RegistryOptions, StrategyConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,6 +46,8 @@ pub struct BrokerOptions {
     pub dependency_timeout: u64,
     /// Free-form metadata published in INFO.
     pub metadata: Value,
+    /// Packet serializer: `JSON` (default), `MsgPack` or `Notepack`. All nodes must agree.
+    pub serializer: String,
 }
 
 impl Default for BrokerOptions {
@@ -64,6 +68,7 @@ impl Default for BrokerOptions {
             dependency_interval: 1000,
             dependency_timeout: 0,
             metadata: Value::Object(Default::default()),
+            serializer: "JSON".into(),
         }
     }
 }
@@ -101,6 +106,12 @@ pub struct TransitSettings {
     pub max_queue_size: usize,
     /// Milliseconds to wait before re-announcing changed local services.
     pub service_changed_debounce_time: u64,
+    /// Largest packet accepted, in bytes; bigger ones are dropped with a warning.
+    pub max_packet_size: usize,
+    /// Accept packets of any protocol version.
+    pub disable_version_check: bool,
+    /// Protocol version spoken: `"5"` (Moleculer 0.15, default) or `"4"` (0.14).
+    pub protocol_version: String,
 }
 
 impl Default for TransitSettings {
@@ -108,6 +119,9 @@ impl Default for TransitSettings {
         Self {
             max_queue_size: 50_000,
             service_changed_debounce_time: 1000,
+            max_packet_size: 16 * 1024 * 1024,
+            disable_version_check: false,
+            protocol_version: "5".into(),
         }
     }
 }
@@ -157,7 +171,34 @@ impl BrokerOptions {
             return Err(invalid("dependencyInterval", "must be above 0 ms"));
         }
         self.strategy_config()?;
+        self.serializer_kind()?;
+        self.protocol_version()?;
+        if self.transit.max_packet_size < 1024 {
+            return Err(invalid(
+                "transit.maxPacketSize",
+                "must be at least 1024 bytes",
+            ));
+        }
         Ok(())
+    }
+
+    /// The serializer, checked.
+    pub fn serializer_kind(&self) -> Result<SerializerKind, BrokerError> {
+        self.serializer
+            .parse()
+            .map_err(|e: String| invalid("serializer", e))
+    }
+
+    /// The protocol version, checked.
+    pub fn protocol_version(&self) -> Result<ProtocolVersion, BrokerError> {
+        match self.transit.protocol_version.as_str() {
+            "5" => Ok(ProtocolVersion::V5),
+            "4" => Ok(ProtocolVersion::V4),
+            other => Err(invalid(
+                "transit.protocolVersion",
+                format!("'{other}' is not spoken here (expected \"4\" or \"5\")"),
+            )),
+        }
     }
 
     /// The default strategy, checked.

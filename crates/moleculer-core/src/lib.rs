@@ -8,6 +8,7 @@
 //! later a transporter or a discoverer): it does not depend on the broker.
 
 pub mod context;
+pub mod discoverer;
 pub mod error;
 pub mod memory_transporter;
 pub mod middleware;
@@ -22,6 +23,7 @@ pub use context::{
     BrokerHandle, CallOptions, Context, ContextInit, ContextTarget, EmitOptions, EventGroups,
     EventType, Meta,
 };
+pub use discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming};
 pub use error::{ErrorDetails, MoleculerError, Result};
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;

@@ -40,6 +40,11 @@ impl Serializer for Json {
         }
         dispatch_decode!(kind, parse(bytes, kind))
     }
+
+    fn sender_hint(&self, bytes: &[u8]) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        value.get("sender")?.as_str().map(str::to_owned)
+    }
 }
 
 /// Object-safe encoding of any packet payload, so one closure serves every packet type.

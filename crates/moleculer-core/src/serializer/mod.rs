@@ -49,6 +49,9 @@ pub trait Serializer: Send + Sync + fmt::Debug + 'static {
     fn encode(&self, packet: &Packet) -> Result<Vec<u8>, SerializerError>;
     /// Decodes a packet of the given type.
     fn decode(&self, kind: PacketType, bytes: &[u8]) -> Result<Packet, SerializerError>;
+
+    /// The `sender` of a packet that failed to decode, if it can be read at all (for the warning).
+    fn sender_hint(&self, bytes: &[u8]) -> Option<String>;
 }
 
 /// The built-in serializers, by config name.
@@ -201,6 +204,7 @@ mod tests {
                 sender: "n".into(),
             }),
             Packet::Discover(DiscoverPacket {
+                instance_id: Some("i".into()),
                 ver: "5".into(),
                 sender: "n".into(),
             }),
@@ -270,7 +274,7 @@ mod tests {
 
     #[test]
     fn msgpack_writes_maps_with_string_keys() {
-        let bytes = MsgPack.encode(&samples()[5]).unwrap();
+        let bytes = MsgPack.encode(&samples()[6]).unwrap();
         // fixmap of 2: "ver": "5", "sender": "n"
         assert_eq!(bytes[0], 0x82);
         assert_eq!(&bytes[1..5], &[0xa3, b'v', b'e', b'r']);

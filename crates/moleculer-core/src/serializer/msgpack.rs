@@ -41,4 +41,9 @@ impl Serializer for MsgPack {
         }
         dispatch_decode!(kind, parse(bytes, kind))
     }
+
+    fn sender_hint(&self, bytes: &[u8]) -> Option<String> {
+        let value: serde_json::Value = rmp_serde::from_slice(bytes).ok()?;
+        value.get("sender")?.as_str().map(str::to_owned)
+    }
 }

@@ -1,0 +1,105 @@
+//! The discoverer trait: how nodes find each other and learn who is alive.
+//!
+//! A discoverer never touches the registry. It reports typed [`DiscoveryEvent`]s through the
+//! [`DiscoveryLink`] the broker gives it, and the broker applies them. The broker, not the
+//! discoverer, checks heartbeat timeouts and removes offline nodes, so that logic exists once.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::node_id::NodeId;
+use crate::protocol::{Packet, ProtocolVersion};
+use crate::service_info::NodeInfo;
+use crate::transporter::TransporterError;
+
+/// What a discoverer learned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryEvent {
+    /// A node described itself (INFO).
+    Info {
+        /// The node.
+        sender: NodeId,
+        /// Its description.
+        info: NodeInfo,
+    },
+    /// A node is alive.
+    Heartbeat {
+        /// The node.
+        sender: NodeId,
+        /// Its CPU usage.
+        cpu: Option<f64>,
+        /// Its INFO seq, when the discoverer knows it (Redis, etcd).
+        seq: Option<u64>,
+        /// Its instance id (or a prefix of it), when the discoverer knows it.
+        instance_id: Option<String>,
+    },
+    /// A node left (`unexpected: false`) or vanished (`unexpected: true`).
+    Disconnected {
+        /// The node.
+        node: NodeId,
+        /// Whether it vanished without saying goodbye.
+        unexpected: bool,
+    },
+}
+
+/// What the broker offers its discoverer.
+pub trait DiscoveryLink: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> &NodeId;
+    /// This process's instance id.
+    fn instance_id(&self) -> &str;
+    /// The protocol version packets must carry.
+    fn protocol_version(&self) -> ProtocolVersion;
+    /// This node's current INFO.
+    fn local_info(&self) -> NodeInfo;
+    /// This machine's CPU usage (0–100), if known.
+    fn cpu_usage(&self) -> Option<f64>;
+    /// Sends a packet over the transporter, to one node or to all.
+    fn send(
+        &self,
+        packet: Packet,
+        target: Option<NodeId>,
+    ) -> BoxFuture<'static, Result<(), TransporterError>>;
+    /// Reports what was learned.
+    fn report(&self, event: DiscoveryEvent);
+}
+
+/// Timing every discoverer shares (the broker's heartbeat options).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiscoveryTiming {
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is dead.
+    pub heartbeat_timeout: Duration,
+}
+
+/// Finds nodes and tells the broker who is alive. Implementors write `async fn`.
+pub trait Discoverer: Send + Sync + 'static {
+    /// A name for logs and options.
+    fn name(&self) -> &'static str;
+
+    /// Starts: announce this node, ask for the others, start sending heartbeats.
+    fn start(
+        &self,
+        link: Arc<dyn DiscoveryLink>,
+        timing: DiscoveryTiming,
+    ) -> impl Future<Output = Result<(), TransporterError>> + Send;
+
+    /// A discovery packet (DISCOVER, INFO, HEARTBEAT, DISCONNECT) arrived over the transporter.
+    fn packet_received(&self, packet: Packet) -> impl Future<Output = ()> + Send;
+
+    /// Publishes this node's INFO: to everyone (services changed) or to one node.
+    fn send_local_info(&self, target: Option<NodeId>) -> impl Future<Output = ()> + Send;
+
+    /// Asks one node for its INFO.
+    fn discover_node(&self, node: NodeId) -> impl Future<Output = ()> + Send;
+
+    /// Asks every node for its INFO.
+    fn discover_all(&self) -> impl Future<Output = ()> + Send;
+
+    /// Stops: says goodbye and stops the timers.
+    fn stop(&self) -> impl Future<Output = ()> + Send;
+}
