@@ -426,6 +426,8 @@ impl BrokerInner {
         // Maybe a replay of an old INFO (issue #629): ask that instance to prove it is alive.
         conflict.probed.insert(info.instance_id.clone());
         drop(conflict);
+        // Either way peers may now hold that INFO for ours: announce ourselves again.
+        self.schedule_info();
         let transit = cluster.transit.clone();
         let probe = Packet::Discover(DiscoverPacket {
             instance_id: Some(self.instance_id().to_owned()),

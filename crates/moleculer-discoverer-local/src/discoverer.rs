@@ -74,7 +74,10 @@ impl Discoverer for LocalDiscoverer {
                     ver: beat_link.protocol_version().as_str().to_owned(),
                     sender: beat_link.node_id().clone(),
                 });
-                LocalDiscoverer::send(&beat_link, packet, None).await;
+                if let Err(TransporterError::NotConnected) = beat_link.send(packet, None).await {
+                    // The broker is gone (or disconnected): nothing left to beat for.
+                    break;
+                }
             }
         });
         if let Some(old) = self.state.lock().replace(Running { link, heartbeats }) {

@@ -1,0 +1,13 @@
+//! # moleculer-test
+//!
+//! - [`Cluster`]: N brokers in one process on the in-memory bus, with partitions, silenced
+//!   nodes, dropped or delayed packets, and packet counts. Most distributed behaviour is tested
+//!   with it, on paused tokio time.
+//! - [`conformance`]: the suites every transporter and every discoverer must pass.
+//! - [`services`]: small services the tests and suites share.
+
+mod cluster;
+pub mod conformance;
+pub mod services;
+
+pub use cluster::Cluster;
