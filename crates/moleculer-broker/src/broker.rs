@@ -1023,7 +1023,7 @@ impl BrokerInner {
                     match &ep.handler {
                         Some(sub) => picks.push((sub, &ep.name, filter.clone())),
                         None if !remote.iter().any(|(n, _)| *n == ep.node_id) => {
-                            remote.push((ep.node_id.clone(), Vec::new()))
+                            remote.push((ep.node_id.clone(), Vec::new()));
                         }
                         None => {}
                     }

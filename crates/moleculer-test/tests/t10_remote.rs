@@ -172,7 +172,7 @@ async fn protocol_4_nodes_talk_to_each_other() {
         |_, b| b.protocol_version("4"),
         |i, b| {
             if i == 1 {
-                b.create_service(Echo).unwrap()
+                b.create_service(Echo).unwrap();
             }
         },
     )
@@ -196,7 +196,7 @@ async fn remote_timeout_and_deadline_travel() {
         |_, b| b,
         |i, b| {
             if i == 1 {
-                b.create_service(Echo).unwrap()
+                b.create_service(Echo).unwrap();
             }
         },
     )
@@ -241,7 +241,7 @@ async fn queue_limit_answers_queue_is_full() {
         },
         |i, b| {
             if i == 1 {
-                b.create_service(Echo).unwrap()
+                b.create_service(Echo).unwrap();
             }
         },
     )

@@ -27,7 +27,7 @@ async fn echo_cluster(n: usize) -> Cluster {
         |_, b| fast(b),
         |i, b| {
             if i > 0 {
-                b.create_service(Echo).unwrap()
+                b.create_service(Echo).unwrap();
             }
         },
     )
@@ -320,7 +320,7 @@ async fn bad_packets_are_dropped_counted_and_the_node_keeps_serving() {
         },
         |i, b| {
             if i == 0 {
-                b.create_service(Echo).unwrap()
+                b.create_service(Echo).unwrap();
             }
         },
     )
@@ -448,4 +448,56 @@ fn a_heartbeat_timeout_not_above_the_interval_is_refused() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("heartbeatTimeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_heartbeat_checks_keep_a_silent_node() {
+    let c = Cluster::start(
+        2,
+        |i, b| {
+            let o = BrokerOptions {
+                node_id: Some(Cluster::node_id(i)),
+                disable_heartbeat_checks: true,
+                ..Default::default()
+            };
+            fast(b.options(o))
+        },
+        |_, _| {},
+    )
+    .await;
+    assert!(c.converged(Duration::from_secs(2)).await);
+    c.silence(1);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(
+        c.sees(0, 1),
+        "with disableHeartbeatChecks a silent node is kept"
+    );
+    c.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_offline_node_removing_keeps_offline_nodes() {
+    let c = Cluster::start(
+        2,
+        |i, b| {
+            let o = BrokerOptions {
+                node_id: Some(Cluster::node_id(i)),
+                clean_offline_nodes_timeout: 5.0,
+                disable_offline_node_removing: true,
+                ..Default::default()
+            };
+            fast(b.options(o))
+        },
+        |_, _| {},
+    )
+    .await;
+    assert!(c.converged(Duration::from_secs(2)).await);
+    c.node(1).stop().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(
+        c.node(0)
+            .with_registry(|r| r.nodes().get("node-1").is_some_and(|n| !n.available)),
+        "kept, offline"
+    );
+    c.node(0).stop().await;
 }

@@ -1,0 +1,111 @@
+//! Remote calls through the in-memory transporter — the full path: serialize → transit →
+//! transporter → peer transit → handler → response back — at 1 and at 100 requests in flight,
+//! with JSON and MsgPack.
+//!
+//! Run with: `cargo bench -p moleculer-broker --bench remote`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moleculer_broker::{Service, ServiceBroker, ServiceSchema};
+use moleculer_core::memory_transporter::MemoryBus;
+use moleculer_core::Context;
+use serde_json::{json, Value};
+
+struct Bench;
+
+impl Service for Bench {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("bench").raw_action("echo", |_s: Arc<Self>, ctx: Context| async move {
+            Ok::<Value, _>(ctx.params().clone())
+        })
+    }
+}
+
+const MEASURE: Duration = Duration::from_secs(2);
+
+async fn pair(serializer: &str) -> (ServiceBroker, ServiceBroker) {
+    let bus = MemoryBus::new();
+    let a = ServiceBroker::builder()
+        .node_id("caller")
+        .serializer(serializer)
+        .transporter(bus.transporter())
+        .build()
+        .unwrap();
+    let b = ServiceBroker::builder()
+        .node_id("callee")
+        .serializer(serializer)
+        .transporter(bus.transporter())
+        .build()
+        .unwrap();
+    b.create_service(Bench).unwrap();
+    b.start().await.unwrap();
+    a.start().await.unwrap();
+    a.wait_for_services(&["bench"], Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// Runs `in_flight` concurrent sequential callers; returns (ops/s, p50 µs, p99 µs).
+async fn measure(caller: &ServiceBroker, in_flight: usize) -> (f64, f64, f64) {
+    let params = json!({"msg": "0123456789"});
+    for _ in 0..2000 {
+        caller.call("bench.echo", params.clone()).await.unwrap();
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let (caller, params) = (caller.clone(), params.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while start.elapsed() < MEASURE {
+                let t = Instant::now();
+                caller.call("bench.echo", params.clone()).await.unwrap();
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    (all.len() as f64 / secs, pct(0.50), pct(0.99))
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    println!("moleculer-rs remote calls over the in-memory transporter (10-byte echo, multi-thread runtime)");
+    for serializer in ["JSON", "MsgPack"] {
+        if filter
+            .as_deref()
+            .is_some_and(|f| !serializer.eq_ignore_ascii_case(f))
+        {
+            continue;
+        }
+        let runtime = if std::env::var("BENCH_CURRENT_THREAD").is_ok() {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        runtime.block_on(async {
+            let (a, b) = pair(serializer).await;
+            for in_flight in [1, 100] {
+                let (ops, p50, p99) = measure(&a, in_flight).await;
+                println!("{serializer:<8} {in_flight:>3} in flight {:>9.0} calls/s   p50 {p50:>7.1} µs   p99 {p99:>7.1} µs", ops);
+            }
+            a.stop().await;
+            b.stop().await;
+        });
+    }
+}
