@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use futures::future::{self, BoxFuture};
 use moleculer_core::context::{ContextInit, EventGroups};
-use moleculer_core::discoverer::{DiscoveryEvent, DiscoveryLink, DiscoveryTiming};
+use moleculer_core::discoverer::{DiscoveryEvent, DiscoveryLink, DiscoveryTiming, NodeDigest};
 use moleculer_core::protocol::{
     DiscoverPacket, EventPacket, Packet, PingPacket, PongPacket, ProtocolVersion, RequestPacket,
     ResponsePacket,
@@ -140,7 +140,47 @@ impl DiscoveryLink for Link {
     fn cpu_usage(&self) -> Option<f64> {
         self.broker
             .upgrade()
-            .and_then(|b| b.cluster().map(|c| c.cpu.sample()).unwrap_or(None))
+            .and_then(|b| b.read_registry().nodes().local().cpu)
+    }
+    fn nodes(&self) -> Vec<NodeDigest> {
+        let Some(broker) = self.broker.upgrade() else {
+            return Vec::new();
+        };
+        let registry = broker.read_registry();
+        let local_info = registry.local_node_info();
+        registry
+            .nodes()
+            .list()
+            .into_iter()
+            .map(|n| NodeDigest {
+                id: n.id.clone(),
+                local: n.local,
+                available: n.available,
+                seq: n.seq,
+                cpu_seq: n.cpu_seq,
+                cpu: n.cpu,
+                info: n.available.then(|| {
+                    if n.local {
+                        local_info.clone()
+                    } else {
+                        NodeInfo {
+                            services: n.services.clone(),
+                            ip_list: n.ip_list.clone(),
+                            hostname: n.hostname.clone(),
+                            client: n.client.clone(),
+                            config: n.config.clone(),
+                            instance_id: n.instance_id.clone(),
+                            metadata: n.metadata.clone(),
+                            seq: n.seq,
+                            port: n.port,
+                        }
+                    }
+                }),
+                hostname: n.hostname.clone(),
+                ip_list: n.ip_list.clone(),
+                port: n.port,
+            })
+            .collect()
     }
     fn send(
         &self,
@@ -177,6 +217,8 @@ impl BrokerInner {
             node_id: self.node_id().clone(),
             namespace: self.options().namespace.clone(),
             incoming: tx,
+            serializer: cluster.transit.serializer.clone(),
+            version: cluster.transit.version,
         };
         cluster
             .transit
@@ -305,6 +347,9 @@ impl BrokerInner {
             loop {
                 ticks.tick().await;
                 let Some(broker) = weak.upgrade() else { break };
+                if let Some(cpu) = broker.cluster().and_then(|c| c.cpu.sample()) {
+                    broker.write_registry().set_local_cpu(cpu);
+                }
                 broker.check_remote_nodes();
                 broker.check_offline_nodes();
             }
@@ -371,9 +416,13 @@ impl BrokerInner {
             DiscoveryEvent::Heartbeat {
                 sender,
                 cpu,
+                cpu_seq,
                 seq,
                 instance_id,
-            } => self.heartbeat(&sender, cpu, seq, instance_id.as_deref()),
+            } => {
+                self.heartbeat(&sender, cpu, cpu_seq, seq, instance_id.as_deref());
+            }
+            DiscoveryEvent::LocalSeqAtLeast(seq) => self.write_registry().raise_local_seq(seq),
             DiscoveryEvent::Disconnected { node, unexpected } => self.node_gone(&node, unexpected),
         }
     }
@@ -486,6 +535,7 @@ impl BrokerInner {
         self: &Arc<Self>,
         sender: &NodeId,
         cpu: Option<f64>,
+        cpu_seq: Option<u64>,
         seq: Option<u64>,
         instance: Option<&str>,
     ) {
@@ -512,7 +562,8 @@ impl BrokerInner {
             return;
         }
         let now = self.uptime();
-        self.write_registry().heartbeat(sender, cpu, now);
+        self.write_registry()
+            .heartbeat_with_seq(sender, cpu, cpu_seq, now);
     }
 
     /// A node left or was declared dead: drop its endpoints, reject what waits on it.
@@ -639,6 +690,9 @@ impl BrokerInner {
                 });
             }
             Packet::Pong(pong) if !from_self => {
+                // Any PONG proves the node is alive (the TCP discoverer pings for this).
+                let now = self.uptime();
+                self.write_registry().heartbeat(&pong.sender, None, now);
                 if let Some((_, (_, reply))) = cluster.pings.remove(&pong.id) {
                     let _ = reply.send(pong);
                 }
@@ -649,7 +703,10 @@ impl BrokerInner {
             packet @ (Packet::Discover(_)
             | Packet::Info(_)
             | Packet::Heartbeat(_)
-            | Packet::Disconnect(_)) => {
+            | Packet::Disconnect(_)
+            | Packet::GossipHello(_)
+            | Packet::GossipRequest(_)
+            | Packet::GossipResponse(_)) => {
                 cluster.discoverer.packet_received(packet).await;
             }
             Packet::Ping(_) | Packet::Pong(_) => {}

@@ -31,11 +31,16 @@ pub enum DiscoveryEvent {
         sender: NodeId,
         /// Its CPU usage.
         cpu: Option<f64>,
+        /// The node's own counter of CPU changes (gossip compares it), when known.
+        cpu_seq: Option<u64>,
         /// Its INFO seq, when the discoverer knows it (Redis, etcd).
         seq: Option<u64>,
         /// Its instance id (or a prefix of it), when the discoverer knows it.
         instance_id: Option<String>,
     },
+    /// A peer believes this node is offline at `seq`: raise our seq above it, so the peer takes
+    /// our next INFO as new (TCP gossip).
+    LocalSeqAtLeast(u64),
     /// A node left (`unexpected: false`) or vanished (`unexpected: true`).
     Disconnected {
         /// The node.
@@ -43,6 +48,31 @@ pub enum DiscoveryEvent {
         /// Whether it vanished without saying goodbye.
         unexpected: bool,
     },
+}
+
+/// What the registry knows of one node, for gossip digests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeDigest {
+    /// The node.
+    pub id: NodeId,
+    /// Whether it is this node.
+    pub local: bool,
+    /// Whether it is online.
+    pub available: bool,
+    /// Its INFO seq.
+    pub seq: u64,
+    /// Its CPU change counter.
+    pub cpu_seq: u64,
+    /// Its CPU usage.
+    pub cpu: Option<f64>,
+    /// Its INFO (with `port`), for online nodes.
+    pub info: Option<NodeInfo>,
+    /// Its host name.
+    pub hostname: String,
+    /// Its addresses.
+    pub ip_list: Vec<String>,
+    /// Its TCP port, when known.
+    pub port: Option<u16>,
 }
 
 /// What the broker offers its discoverer.
@@ -57,6 +87,8 @@ pub trait DiscoveryLink: Send + Sync + 'static {
     fn local_info(&self) -> NodeInfo;
     /// This machine's CPU usage (0–100), if known.
     fn cpu_usage(&self) -> Option<f64>;
+    /// Every known node, this one included.
+    fn nodes(&self) -> Vec<NodeDigest>;
     /// Sends a packet over the transporter, to one node or to all.
     fn send(
         &self,

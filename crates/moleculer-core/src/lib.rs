@@ -23,7 +23,7 @@ pub use context::{
     BrokerHandle, CallOptions, Context, ContextInit, ContextTarget, EmitOptions, EventGroups,
     EventType, Meta,
 };
-pub use discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming};
+pub use discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming, NodeDigest};
 pub use error::{ErrorDetails, MoleculerError, Result};
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;

@@ -227,13 +227,9 @@ mod tests {
     ) -> (MemoryTransporter, mpsc::UnboundedReceiver<Incoming>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let t = bus.transporter();
-        t.connect(TransporterSetup {
-            node_id: id.into(),
-            namespace: String::new(),
-            incoming: tx,
-        })
-        .await
-        .unwrap();
+        t.connect(TransporterSetup::new(id.into(), "", tx))
+            .await
+            .unwrap();
         (t, rx)
     }
 

@@ -4,11 +4,13 @@
 //! decodes, and hands the transporter a type, an optional target node and the bytes.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::node_id::NodeId;
-use crate::protocol::PacketType;
+use crate::protocol::{PacketType, ProtocolVersion};
+use crate::serializer::Serializer;
 
 /// A packet to send: to one node (`target`) or to every node (`None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub struct Incoming {
 pub type IncomingSink = mpsc::UnboundedSender<Incoming>;
 
 /// What a transporter needs to know when it connects.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TransporterSetup {
     /// This node's id.
     pub node_id: NodeId,
@@ -42,6 +44,32 @@ pub struct TransporterSetup {
     pub namespace: String,
     /// Where to deliver incoming packets.
     pub incoming: IncomingSink,
+    /// The cluster's serializer, for transporters that speak packets of their own (TCP gossip).
+    pub serializer: Arc<dyn Serializer>,
+    /// The protocol version packets carry.
+    pub version: ProtocolVersion,
+}
+
+impl std::fmt::Debug for TransporterSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransporterSetup")
+            .field("node_id", &self.node_id)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransporterSetup {
+    /// A setup with the default serializer (JSON) and protocol 5, for tests of transporters.
+    pub fn new(node_id: NodeId, namespace: impl Into<String>, incoming: IncomingSink) -> Self {
+        Self {
+            node_id,
+            namespace: namespace.into(),
+            incoming,
+            serializer: Arc::new(crate::serializer::Json),
+            version: ProtocolVersion::V5,
+        }
+    }
 }
 
 /// Local failures of a transporter.

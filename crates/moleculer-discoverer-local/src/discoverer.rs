@@ -97,6 +97,7 @@ impl Discoverer for LocalDiscoverer {
             Packet::Heartbeat(p) => link.report(DiscoveryEvent::Heartbeat {
                 sender: p.sender,
                 cpu: p.cpu,
+                cpu_seq: None,
                 seq: p.seq,
                 instance_id: p.instance_id,
             }),

@@ -349,13 +349,48 @@ impl<A: Clone, E: Clone> Registry<A, E> {
     /// A heartbeat from a known node. Returns `false` when the node is unknown or offline, so the
     /// caller should ask it for INFO.
     pub fn heartbeat(&mut self, node_id: &str, cpu: Option<f64>, now: f64) -> bool {
+        self.heartbeat_with_seq(node_id, cpu, None, now)
+    }
+
+    /// A heartbeat carrying the node's own CPU change counter (gossip).
+    pub fn heartbeat_with_seq(
+        &mut self,
+        node_id: &str,
+        cpu: Option<f64>,
+        cpu_seq: Option<u64>,
+        now: f64,
+    ) -> bool {
         match self.nodes.get_mut(node_id) {
             Some(node) if node.available && !node.local => {
                 node.heartbeat(cpu, now);
+                if let Some(seq) = cpu_seq {
+                    node.cpu_seq = seq;
+                }
                 true
             }
             _ => false,
         }
+    }
+
+    /// Records this node's own CPU usage; returns the CPU change counter.
+    pub fn set_local_cpu(&mut self, cpu: f64) -> u64 {
+        let local = self.nodes.local_mut();
+        if local.cpu != Some(cpu) {
+            local.cpu = Some(cpu);
+            local.cpu_seq += 1;
+        }
+        local.cpu_seq
+    }
+
+    /// Raises this node's INFO seq to at least `seq`.
+    pub fn raise_local_seq(&mut self, seq: u64) {
+        let local = self.nodes.local_mut();
+        local.seq = local.seq.max(seq);
+    }
+
+    /// Sets the TCP port this node advertises.
+    pub fn set_local_port(&mut self, port: u16) {
+        self.nodes.local_mut().port = Some(port);
     }
 
     /// Marks a remote node offline and drops its endpoints. Returns the node when it was online.

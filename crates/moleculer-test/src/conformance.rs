@@ -19,11 +19,7 @@ async fn connect<T: Transporter>(
     namespace: &str,
 ) -> mpsc::UnboundedReceiver<Incoming> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let setup = TransporterSetup {
-        node_id: NodeId::new(node),
-        namespace: namespace.to_owned(),
-        incoming: tx,
-    };
+    let setup = TransporterSetup::new(NodeId::new(node), namespace, tx);
     t.connect(setup)
         .await
         .unwrap_or_else(|e| panic!("transporter connects: {e}"));

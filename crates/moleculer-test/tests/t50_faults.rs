@@ -234,13 +234,9 @@ async fn raw_node(
 ) -> (impl Transporter, mpsc::UnboundedReceiver<Incoming>) {
     let t = bus.transporter();
     let (tx, rx) = mpsc::unbounded_channel();
-    t.connect(TransporterSetup {
-        node_id: NodeId::new(id),
-        namespace: String::new(),
-        incoming: tx,
-    })
-    .await
-    .unwrap();
+    t.connect(TransporterSetup::new(NodeId::new(id), "", tx))
+        .await
+        .unwrap();
     (t, rx)
 }
 
@@ -348,12 +344,9 @@ async fn bad_packets_are_dropped_counted_and_the_node_keeps_serving() {
     ))
     .await
     .unwrap();
-    evil.send(to0(
-        PacketType::GossipHello,
-        br#"{"ver":"5","sender":"evil"}"#,
-    ))
-    .await
-    .unwrap();
+    evil.send(to0(PacketType::GossipHello, br#"{"ver":"5","host":"x"}"#))
+        .await
+        .unwrap();
     evil.send(to0(
         PacketType::Request,
         &String::from_utf8_lossy(valid)
@@ -371,7 +364,7 @@ async fn bad_packets_are_dropped_counted_and_the_node_keeps_serving() {
     assert_eq!(
         stats.malformed.load(Relaxed),
         4,
-        "garbage, truncated, wrong field type, gossip packet"
+        "garbage, truncated, wrong field type, HELLO without sender"
     );
     assert_eq!(stats.wrong_version.load(Relaxed), 1);
     assert_eq!(stats.oversized.load(Relaxed), 1);

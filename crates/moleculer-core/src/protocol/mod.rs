@@ -7,6 +7,7 @@
 mod disconnect;
 mod discover;
 mod event;
+mod gossip;
 mod heartbeat;
 mod info;
 mod packet;
@@ -19,6 +20,7 @@ mod response;
 pub use disconnect::DisconnectPacket;
 pub use discover::DiscoverPacket;
 pub use event::EventPacket;
+pub use gossip::{GossipHelloPacket, GossipRequestPacket, GossipResponsePacket};
 pub use heartbeat::HeartbeatPacket;
 pub use info::InfoPacket;
 pub use packet::{topic_name, topic_prefix, Packet};

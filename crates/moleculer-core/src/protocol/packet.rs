@@ -1,8 +1,9 @@
 //! The packet envelope and topic names.
 
 use super::{
-    DisconnectPacket, DiscoverPacket, EventPacket, HeartbeatPacket, InfoPacket, PacketType,
-    PingPacket, PongPacket, RequestPacket, ResponsePacket,
+    DisconnectPacket, DiscoverPacket, EventPacket, GossipHelloPacket, GossipRequestPacket,
+    GossipResponsePacket, HeartbeatPacket, InfoPacket, PacketType, PingPacket, PongPacket,
+    RequestPacket, ResponsePacket,
 };
 
 /// One decoded packet.
@@ -26,6 +27,12 @@ pub enum Packet {
     Ping(PingPacket),
     /// PONG.
     Pong(PongPacket),
+    /// GOSSIP_HELLO (TCP).
+    GossipHello(GossipHelloPacket),
+    /// GOSSIP_REQ (TCP).
+    GossipRequest(GossipRequestPacket),
+    /// GOSSIP_RES (TCP).
+    GossipResponse(GossipResponsePacket),
 }
 
 macro_rules! each_packet {
@@ -40,6 +47,9 @@ macro_rules! each_packet {
             Packet::Heartbeat($p) => $e,
             Packet::Ping($p) => $e,
             Packet::Pong($p) => $e,
+            Packet::GossipHello($p) => $e,
+            Packet::GossipRequest($p) => $e,
+            Packet::GossipResponse($p) => $e,
         }
     };
 }
@@ -57,6 +67,9 @@ impl Packet {
             Packet::Heartbeat(_) => PacketType::Heartbeat,
             Packet::Ping(_) => PacketType::Ping,
             Packet::Pong(_) => PacketType::Pong,
+            Packet::GossipHello(_) => PacketType::GossipHello,
+            Packet::GossipRequest(_) => PacketType::GossipRequest,
+            Packet::GossipResponse(_) => PacketType::GossipResponse,
         }
     }
 
