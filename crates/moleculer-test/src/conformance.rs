@@ -26,8 +26,39 @@ async fn connect<T: Transporter>(
     rx
 }
 
+/// The next packet, skipping the GOSSIP_HELLO a connection-based transporter sends first.
 async fn recv(rx: &mut mpsc::UnboundedReceiver<Incoming>, within: Duration) -> Option<Incoming> {
-    tokio::time::timeout(within, rx.recv()).await.ok().flatten()
+    loop {
+        let packet = tokio::time::timeout(within, rx.recv())
+            .await
+            .ok()
+            .flatten()?;
+        if packet.kind != PacketType::GossipHello {
+            return Some(packet);
+        }
+    }
+}
+
+/// What a transporter carries, so the suite checks what it promises.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    /// Untargeted packets reach every node (pub/sub transporters). TCP drops them.
+    pub broadcast: bool,
+    /// DISCOVER, INFO, HEARTBEAT and DISCONNECT travel (TCP does discovery by gossip instead).
+    pub discovery_packets: bool,
+}
+
+impl Capabilities {
+    /// A pub/sub transporter: everything travels.
+    pub const PUB_SUB: Capabilities = Capabilities {
+        broadcast: true,
+        discovery_packets: true,
+    };
+    /// Moleculer's TCP transporter: targeted EVENT, REQ, RES, PING, PONG and gossip only.
+    pub const TCP: Capabilities = Capabilities {
+        broadcast: false,
+        discovery_packets: false,
+    };
 }
 
 async fn nothing(rx: &mut mpsc::UnboundedReceiver<Incoming>, within: Duration) -> bool {
@@ -36,9 +67,16 @@ async fn nothing(rx: &mut mpsc::UnboundedReceiver<Incoming>, within: Duration) -
 
 /// The transporter suite. `make` returns a fresh, unconnected transporter for one node; all the
 /// transporters it makes must reach each other. `settle` is how long to wait for delivery.
-pub async fn transporter_suite<T: Transporter>(make: impl Fn() -> T, settle: Duration) {
+///
+/// `make(node)` returns a fresh transporter for node `a`, `b`, `c` (namespace `conformance`) or
+/// `d` (namespace `another-namespace`).
+pub async fn transporter_suite<T: Transporter>(
+    make: impl Fn(&str) -> T,
+    settle: Duration,
+    caps: Capabilities,
+) {
     let ns = "conformance";
-    let (a, b, c) = (make(), make(), make());
+    let (a, b, c) = (make("a"), make("b"), make("c"));
     let _ra = connect(&a, "a", ns).await;
     let mut rb = connect(&b, "b", ns).await;
     let mut rc = connect(&c, "c", ns).await;
@@ -66,30 +104,43 @@ pub async fn transporter_suite<T: Transporter>(make: impl Fn() -> T, settle: Dur
         "a targeted packet reaches no other node"
     );
 
-    // 2. A broadcast reaches every other node.
+    // 2. A broadcast reaches every other node (or nobody, where the transporter has none).
     a.send(Outgoing {
-        kind: PacketType::Heartbeat,
+        kind: PacketType::Event,
         target: None,
         payload: payload.clone(),
     })
     .await
     .expect("send");
     for (name, rx) in [("b", &mut rb), ("c", &mut rc)] {
-        let got = recv(rx, settle * 10)
-            .await
-            .unwrap_or_else(|| panic!("broadcast reaches {name}"));
-        assert_eq!(got.kind, PacketType::Heartbeat);
+        let got = recv(rx, settle * 10).await;
+        if caps.broadcast {
+            assert_eq!(
+                got.map(|p| p.kind),
+                Some(PacketType::Event),
+                "broadcast reaches {name}"
+            );
+        } else {
+            assert!(
+                got.is_none(),
+                "this transporter has no broadcast, yet {name} got one"
+            );
+        }
     }
 
     // 3. Every packet type keeps its type.
-    for kind in [
+    let mut kinds = vec![
         PacketType::Event,
         PacketType::Response,
-        PacketType::Discover,
-        PacketType::Info,
         PacketType::Ping,
         PacketType::Pong,
-    ] {
+        PacketType::GossipRequest,
+        PacketType::GossipResponse,
+    ];
+    if caps.discovery_packets {
+        kinds.extend([PacketType::Discover, PacketType::Info]);
+    }
+    for kind in kinds {
         a.send(Outgoing {
             kind,
             target: Some(NodeId::new("b")),
@@ -100,8 +151,8 @@ pub async fn transporter_suite<T: Transporter>(make: impl Fn() -> T, settle: Dur
         assert_eq!(recv(&mut rb, settle * 10).await.map(|p| p.kind), Some(kind));
     }
 
-    // 4. A large packet (1 MiB) arrives whole.
-    let big = vec![b'x'; 1024 * 1024];
+    // 4. A large packet (512 KiB) arrives whole.
+    let big = vec![b'x'; 512 * 1024];
     a.send(Outgoing {
         kind: PacketType::Event,
         target: Some(NodeId::new("c")),
@@ -115,11 +166,11 @@ pub async fn transporter_suite<T: Transporter>(make: impl Fn() -> T, settle: Dur
     assert_eq!(got.payload.len(), big.len());
 
     // 5. Another namespace hears nothing.
-    let other = make();
+    let other = make("d");
     let mut ro = connect(&other, "d", "another-namespace").await;
     tokio::time::sleep(settle).await;
     a.send(Outgoing {
-        kind: PacketType::Heartbeat,
+        kind: PacketType::Event,
         target: None,
         payload: payload.clone(),
     })
@@ -132,11 +183,19 @@ pub async fn transporter_suite<T: Transporter>(make: impl Fn() -> T, settle: Dur
     let _ = recv(&mut rb, settle * 10).await;
     let _ = recv(&mut rc, settle * 10).await;
 
-    // 6. After disconnect, a node receives nothing.
+    // 6. After disconnect, a node receives nothing; the others still do.
     c.disconnect().await;
+    tokio::time::sleep(settle).await;
+    let _ = a
+        .send(Outgoing {
+            kind: PacketType::Event,
+            target: Some(NodeId::new("c")),
+            payload: payload.clone(),
+        })
+        .await;
     a.send(Outgoing {
-        kind: PacketType::Heartbeat,
-        target: None,
+        kind: PacketType::Event,
+        target: Some(NodeId::new("b")),
         payload,
     })
     .await

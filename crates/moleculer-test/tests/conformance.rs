@@ -4,12 +4,17 @@ use std::time::Duration;
 
 use moleculer_broker::ServiceBroker;
 use moleculer_core::memory_transporter::MemoryBus;
-use moleculer_test::conformance::{discoverer_suite, transporter_suite, SuiteTiming};
+use moleculer_test::conformance::{discoverer_suite, transporter_suite, Capabilities, SuiteTiming};
 
 #[tokio::test(start_paused = true)]
 async fn memory_transporter_passes_the_transporter_suite() {
     let bus = MemoryBus::new();
-    transporter_suite(|| bus.transporter(), Duration::from_millis(5)).await;
+    transporter_suite(
+        |_| bus.transporter(),
+        Duration::from_millis(5),
+        Capabilities::PUB_SUB,
+    )
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,509 @@
+//! Gossip discovery for the TCP transporter: GOSSIP_HELLO / GOSSIP_REQ / GOSSIP_RES, as
+//! Moleculer's TCP transporter runs it, plus two things Moleculer does not do:
+//!
+//! - join at once: a new peer gets our REQ and our INFO (an unsolicited GOSSIP_RES, which
+//!   Moleculer processes like any other) as soon as it is known, instead of at the next round;
+//! - liveness: every heartbeat interval each online peer is PINGed, and any gossip or PONG from
+//!   it counts as a heartbeat, so the broker drops a peer that keeps its socket open but has
+//!   gone silent (a frozen process) after `heartbeatTimeout`. Moleculer turns heartbeats off on
+//!   TCP and keeps such a peer forever. PING and PONG are standard packets, so Node.js peers
+//!   answer them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use moleculer_core::discoverer::{
+    Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming, NodeDigest,
+};
+use moleculer_core::protocol::{GossipRequestPacket, GossipResponsePacket, Packet, PingPacket};
+use moleculer_core::service_info::NodeInfo;
+use moleculer_core::transporter::TransporterError;
+use moleculer_core::NodeId;
+use parking_lot::Mutex;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use crate::transporter::{PeerEvent, Shared};
+
+/// The discoverer paired with a [`TcpTransporter`](crate::TcpTransporter).
+pub struct GossipDiscoverer {
+    shared: Arc<Shared>,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    link: Arc<dyn DiscoveryLink>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl GossipDiscoverer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            running: Mutex::new(None),
+        }
+    }
+
+    fn link(&self) -> Option<Arc<dyn DiscoveryLink>> {
+        self.running.lock().as_ref().map(|r| r.link.clone())
+    }
+}
+
+/// The gossip state machine, owned by the timers and the packet handler alike.
+struct Gossip {
+    shared: Arc<Shared>,
+    link: Arc<dyn DiscoveryLink>,
+}
+
+impl Gossip {
+    fn ver(&self) -> String {
+        self.link.protocol_version().as_str().to_owned()
+    }
+
+    /// Our INFO as peers should see it: with our port, the advertised address first in `ipList`.
+    fn local_info(&self, at_least_seq: u64) -> NodeInfo {
+        let mut info = self.link.local_info();
+        info.port = Some(self.shared.port.load(Ordering::Relaxed));
+        let host = &self.shared.opts.host;
+        info.ip_list.retain(|ip| ip != host);
+        info.ip_list.insert(0, host.clone());
+        info.seq = info.seq.max(at_least_seq);
+        info
+    }
+
+    async fn send(&self, packet: Packet, target: &NodeId) {
+        let kind = packet.kind();
+        if let Err(err) = self.link.send(packet, Some(target.clone())).await {
+            if !matches!(err, TransporterError::NotConnected) {
+                tracing::debug!(node = %target, "cannot send {kind}: {err}");
+            }
+        }
+    }
+
+    fn request(&self, nodes: &[NodeDigest]) -> Packet {
+        let mut online = BTreeMap::new();
+        let mut offline = BTreeMap::new();
+        for n in nodes {
+            if n.available {
+                online.insert(n.id.to_string(), (n.seq, n.cpu_seq, n.cpu.unwrap_or(0.0)));
+            } else if n.seq > 0 {
+                offline.insert(n.id.to_string(), n.seq);
+            }
+        }
+        Packet::GossipRequest(GossipRequestPacket {
+            online: (!online.is_empty()).then_some(online),
+            offline: (!offline.is_empty()).then_some(offline),
+            ver: self.ver(),
+            sender: self.link.node_id().clone(),
+        })
+    }
+
+    fn info_row(&self, n: &NodeDigest, at_least_seq: u64) -> Vec<Value> {
+        let info = if n.local {
+            Some(self.local_info(at_least_seq))
+        } else {
+            n.info.clone()
+        };
+        vec![
+            serde_json::to_value(info).unwrap_or(Value::Null),
+            json!(n.cpu_seq),
+            json!(n.cpu.unwrap_or(0.0)),
+        ]
+    }
+
+    /// Our own INFO, unasked (peers process any GOSSIP_RES): the fast path for joins and changes.
+    async fn push_info(&self, target: &NodeId) {
+        let nodes = self.link.nodes();
+        let Some(me) = nodes.iter().find(|n| n.local) else {
+            return;
+        };
+        let mut online = BTreeMap::new();
+        online.insert(me.id.to_string(), self.info_row(me, 0));
+        let packet = Packet::GossipResponse(GossipResponsePacket {
+            online: Some(online),
+            offline: None,
+            ver: self.ver(),
+            sender: me.id.clone(),
+        });
+        self.send(packet, target).await;
+    }
+
+    /// REQ to one random online peer, and sometimes to an offline or not-yet-known one.
+    async fn round(&self) {
+        let nodes = self.link.nodes();
+        let request = self.request(&nodes);
+        let online: Vec<NodeId> = nodes
+            .iter()
+            .filter(|n| n.available && !n.local)
+            .map(|n| n.id.clone())
+            .collect();
+        let mut offline: Vec<NodeId> = nodes
+            .iter()
+            .filter(|n| !n.available)
+            .map(|n| n.id.clone())
+            .collect();
+        for (id, peer) in self.shared.peers.lock().iter() {
+            if peer.static_peer && !nodes.iter().any(|n| n.id == *id) {
+                offline.push(id.clone());
+            }
+        }
+        let (to_online, to_offline) = {
+            let mut rng = rand::rng();
+            let to_online = online.choose(&mut rng).cloned();
+            let chance = offline.len() as f64 / (online.len() as f64 + 1.0);
+            let to_offline = (rng.random_bool(chance.min(1.0)))
+                .then(|| offline.choose(&mut rng).cloned())
+                .flatten();
+            (to_online, to_offline)
+        };
+        for target in to_online.into_iter().chain(to_offline) {
+            self.send(request.clone(), &target).await;
+        }
+    }
+
+    fn alive(&self, node: &NodeId) {
+        self.link.report(DiscoveryEvent::Heartbeat {
+            sender: node.clone(),
+            cpu: None,
+            cpu_seq: None,
+            seq: None,
+            instance_id: None,
+        });
+    }
+
+    /// Moleculer's `processGossipRequest`.
+    async fn on_request(&self, req: GossipRequestPacket) {
+        self.alive(&req.sender);
+        let nodes = self.link.nodes();
+        if !nodes.iter().any(|n| n.id == req.sender) {
+            // A peer we have never heard of: introduce ourselves; its own REQ will follow.
+            self.push_info(&req.sender).await;
+        }
+        let online = req.online.unwrap_or_default();
+        let offline = req.offline.unwrap_or_default();
+        let mut res_online: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut res_offline: BTreeMap<String, u64> = BTreeMap::new();
+        for n in &nodes {
+            let id = n.id.as_str();
+            let theirs = online
+                .get(id)
+                .map(|r| r.0)
+                .or_else(|| offline.get(id).copied());
+            match theirs {
+                Some(seen) if seen >= n.seq => {
+                    if let Some(&seq) = offline.get(id) {
+                        if n.local {
+                            // They think we are offline: come back with a higher seq.
+                            self.link.report(DiscoveryEvent::LocalSeqAtLeast(seq + 1));
+                            res_online.insert(id.to_owned(), self.info_row(n, seq + 1));
+                        } else if n.available {
+                            self.link.report(DiscoveryEvent::Disconnected {
+                                node: n.id.clone(),
+                                unexpected: false,
+                            });
+                        }
+                    } else if let Some(&(_, cpu_seq, cpu)) = online.get(id) {
+                        if n.available && !n.local {
+                            if cpu_seq > n.cpu_seq {
+                                self.link.report(DiscoveryEvent::Heartbeat {
+                                    sender: n.id.clone(),
+                                    cpu: Some(cpu),
+                                    cpu_seq: Some(cpu_seq),
+                                    seq: None,
+                                    instance_id: None,
+                                });
+                            } else if cpu_seq < n.cpu_seq {
+                                res_online.insert(
+                                    id.to_owned(),
+                                    vec![json!(n.cpu_seq), json!(n.cpu.unwrap_or(0.0))],
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if n.available {
+                        res_online.insert(id.to_owned(), self.info_row(n, 0));
+                    } else if n.seq > 0 {
+                        res_offline.insert(id.to_owned(), n.seq);
+                    }
+                }
+            }
+        }
+        if res_online.is_empty() && res_offline.is_empty() {
+            return;
+        }
+        let packet = Packet::GossipResponse(GossipResponsePacket {
+            online: (!res_online.is_empty()).then_some(res_online),
+            offline: (!res_offline.is_empty()).then_some(res_offline),
+            ver: self.ver(),
+            sender: self.link.node_id().clone(),
+        });
+        self.send(packet, &req.sender).await;
+    }
+
+    /// Moleculer's `processGossipResponse`.
+    fn on_response(&self, res: GossipResponsePacket) {
+        self.alive(&res.sender);
+        let nodes = self.link.nodes();
+        let me = self.link.node_id().clone();
+        for (id, row) in res.online.unwrap_or_default() {
+            let id = NodeId::new(id);
+            if id == me {
+                continue;
+            }
+            let known = nodes.iter().find(|n| n.id == id);
+            let (info, cpu_seq, cpu) = match row.as_slice() {
+                [Value::Object(_), ..] => {
+                    let info: Option<NodeInfo> = serde_json::from_value(row[0].clone())
+                        .map_err(|e| tracing::warn!(node = %id, sender = %res.sender, "invalid node info in GOSSIP_RES: {e}"))
+                        .ok();
+                    (
+                        info,
+                        row.get(1).and_then(Value::as_u64),
+                        row.get(2).and_then(Value::as_f64),
+                    )
+                }
+                [cpu_seq, cpu] => (None, cpu_seq.as_u64(), cpu.as_f64()),
+                _ => {
+                    tracing::warn!(node = %id, sender = %res.sender, "invalid GOSSIP_RES row");
+                    continue;
+                }
+            };
+            if let Some(info) = info {
+                if known.is_none_or(|n| n.seq < info.seq || !n.available) {
+                    self.learn(&id, &info);
+                    self.link.report(DiscoveryEvent::Info {
+                        sender: id.clone(),
+                        info,
+                    });
+                }
+            }
+            if let Some(cpu_seq) = cpu_seq {
+                if known.is_none_or(|n| cpu_seq > n.cpu_seq) {
+                    self.link.report(DiscoveryEvent::Heartbeat {
+                        sender: id.clone(),
+                        cpu,
+                        cpu_seq: Some(cpu_seq),
+                        seq: None,
+                        instance_id: None,
+                    });
+                }
+            }
+        }
+        for (id, seq) in res.offline.unwrap_or_default() {
+            let id = NodeId::new(id);
+            if id == me {
+                continue;
+            }
+            if nodes
+                .iter()
+                .any(|n| n.id == id && n.available && n.seq < seq)
+            {
+                self.link.report(DiscoveryEvent::Disconnected {
+                    node: id,
+                    unexpected: false,
+                });
+            }
+        }
+    }
+
+    /// Learns where a node relayed by gossip listens (first `ipList` entry, then its host name).
+    fn learn(&self, id: &NodeId, info: &NodeInfo) {
+        let Some(port) = info.port.filter(|p| *p > 0) else {
+            return;
+        };
+        let host = info
+            .ip_list
+            .first()
+            .cloned()
+            .unwrap_or_else(|| info.hostname.clone());
+        if let Ok(ip) = host.parse() {
+            self.shared
+                .learn_address(id, SocketAddr::new(ip, port), false);
+        }
+    }
+
+    async fn ping_online(&self) {
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        for n in self
+            .link
+            .nodes()
+            .into_iter()
+            .filter(|n| n.available && !n.local)
+        {
+            let ping = Packet::Ping(PingPacket {
+                time,
+                id: format!("liveness-{}", rand::rng().random::<u64>()),
+                ver: self.ver(),
+                sender: self.link.node_id().clone(),
+            });
+            self.send(ping, &n.id).await;
+        }
+    }
+
+    /// First contact: our REQ and our INFO at once.
+    async fn greet(&self, node: &NodeId) {
+        let request = self.request(&self.link.nodes());
+        self.send(request, node).await;
+        self.push_info(node).await;
+    }
+}
+
+impl Discoverer for GossipDiscoverer {
+    fn name(&self) -> &'static str {
+        "TCP gossip"
+    }
+
+    async fn start(
+        &self,
+        link: Arc<dyn DiscoveryLink>,
+        timing: DiscoveryTiming,
+    ) -> Result<(), TransporterError> {
+        let gossip = Arc::new(Gossip {
+            shared: self.shared.clone(),
+            link: link.clone(),
+        });
+        let mut tasks = Vec::new();
+        let period = self.shared.opts.gossip_period();
+        let g = gossip.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                ticks.tick().await;
+                g.round().await;
+            }
+        }));
+        let g = gossip.clone();
+        let every = timing.heartbeat_interval;
+        tasks.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                g.ping_online().await;
+            }
+        }));
+        if let Some(mut events) = self.shared.events_rx.lock().take() {
+            let g = gossip.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        PeerEvent::Closed(node) => g.link.report(DiscoveryEvent::Disconnected {
+                            node,
+                            unexpected: true,
+                        }),
+                        PeerEvent::Hello(node) => {
+                            let known = g.link.nodes().iter().any(|n| n.id == node && n.available);
+                            if known {
+                                g.alive(&node);
+                            } else {
+                                g.greet(&node).await;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        // Join at once: greet every static peer now rather than at the first round.
+        let peers: Vec<NodeId> = self.shared.peers.lock().keys().cloned().collect();
+        for peer in &peers {
+            gossip.greet(peer).await;
+        }
+        *self.running.lock() = Some(Running { link, tasks });
+        Ok(())
+    }
+
+    async fn packet_received(&self, packet: Packet) {
+        let Some(link) = self.link() else { return };
+        let gossip = Gossip {
+            shared: self.shared.clone(),
+            link,
+        };
+        match packet {
+            Packet::GossipRequest(req) => gossip.on_request(req).await,
+            Packet::GossipResponse(res) => gossip.on_response(res),
+            // The transporter learned the address and raised a peer event already.
+            Packet::GossipHello(_) => {}
+            other => tracing::debug!("the TCP gossip ignores {} packets", other.kind()),
+        }
+    }
+
+    async fn send_local_info(&self, target: Option<NodeId>) {
+        let Some(link) = self.link() else { return };
+        let gossip = Gossip {
+            shared: self.shared.clone(),
+            link,
+        };
+        match target {
+            Some(node) => gossip.push_info(&node).await,
+            None => {
+                // Services changed (or we are stopping): tell every online peer now.
+                for n in gossip
+                    .link
+                    .nodes()
+                    .into_iter()
+                    .filter(|n| n.available && !n.local)
+                {
+                    gossip.push_info(&n.id).await;
+                }
+            }
+        }
+    }
+
+    async fn discover_node(&self, node: NodeId) {
+        let Some(link) = self.link() else { return };
+        let gossip = Gossip {
+            shared: self.shared.clone(),
+            link,
+        };
+        let request = gossip.request(&gossip.link.nodes());
+        gossip.send(request, &node).await;
+    }
+
+    async fn discover_all(&self) {
+        let Some(link) = self.link() else { return };
+        let gossip = Gossip {
+            shared: self.shared.clone(),
+            link,
+        };
+        gossip.round().await;
+    }
+
+    async fn stop(&self) {
+        let Some(running) = self.running.lock().take() else {
+            return;
+        };
+        for task in running.tasks {
+            task.abort();
+        }
+        // There is no DISCONNECT over TCP. Say goodbye the way gossip does, listing ourselves
+        // offline with a higher seq: peers (Node.js ones too) drop us at once as an expected
+        // stop. A socket that closes without this is taken as a crash.
+        let gossip = Gossip {
+            shared: self.shared.clone(),
+            link: running.link,
+        };
+        let nodes = gossip.link.nodes();
+        let Some(me) = nodes.iter().find(|n| n.local) else {
+            return;
+        };
+        let mut offline = BTreeMap::new();
+        offline.insert(me.id.to_string(), me.seq + 1);
+        let goodbye = Packet::GossipResponse(GossipResponsePacket {
+            online: None,
+            offline: Some(offline),
+            ver: gossip.ver(),
+            sender: me.id.clone(),
+        });
+        for n in nodes.iter().filter(|n| n.available && !n.local) {
+            gossip.send(goodbye.clone(), &n.id).await;
+        }
+    }
+}
