@@ -22,4 +22,7 @@ rm -f .test-output.log
 step "example: two services on one broker"
 cargo run --quiet --example two_services >/dev/null
 
+step "example: the multi-process cluster (the README's main job)"
+cargo run --quiet --example cluster
+
 printf '\n%s passed, %s failed\n' "$passed" "$failed"

@@ -18,8 +18,19 @@ pub struct BrokerOptions {
     /// Cluster namespace: nodes only see nodes of the same namespace.
     pub namespace: String,
     /// Node id; `<hostname>-<pid>` when absent.
-    #[serde(rename = "nodeID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "nodeID",
+        alias = "nodeId",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_id: Option<String>,
+    /// Transporter, by name or URL: `"TCP"`, `"tcp://host:port/nodeID,..."`, `"Memory"`
+    /// (tests), later `"redis://..."`. None: a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transporter: Option<String>,
+    /// Options of the transporter (for TCP: `udpDiscovery`, `udpMulticast`, `gossipPeriod`, ...).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub transporter_options: Value,
     /// Default call timeout in milliseconds (0 = none).
     pub request_timeout: u64,
     /// Deepest allowed nested call (0 = unlimited).
@@ -55,6 +66,8 @@ impl Default for BrokerOptions {
         Self {
             namespace: String::new(),
             node_id: None,
+            transporter: None,
+            transporter_options: Value::Null,
             request_timeout: 0,
             max_call_level: 0,
             heartbeat_interval: 10.0,
@@ -85,11 +98,14 @@ pub struct RegistrySettings {
     pub prefer_local: bool,
     /// Milliseconds between announcing an empty service list and stopping services.
     pub stop_delay: u64,
+    /// Discoverer, by name or URL: `"Local"` (default), later `"redis://..."`, `"etcd3://..."`.
+    pub discoverer: String,
 }
 
 impl Default for RegistrySettings {
     fn default() -> Self {
         Self {
+            discoverer: "Local".into(),
             strategy: "RoundRobin".into(),
             strategy_options: Value::Null,
             prefer_local: true,

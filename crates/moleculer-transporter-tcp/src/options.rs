@@ -14,8 +14,10 @@ pub struct StaticPeer {
     pub node_id: String,
 }
 
-/// Options, with Moleculer's names and defaults except where noted.
-#[derive(Debug, Clone, PartialEq)]
+/// Options, with Moleculer's names and defaults except where noted. In a config file they sit
+/// under `transporterOptions` (camelCase keys; unknown keys are refused).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TcpOptions {
     /// Address to listen on. Default `127.0.0.1` (Moleculer listens on every interface).
     pub bind: String,
@@ -23,13 +25,15 @@ pub struct TcpOptions {
     pub host: String,
     /// TCP port; `None` takes the port of this node's own `urls` entry, else a random one.
     pub port: Option<u16>,
-    /// Static peers.
+    /// Static peers (in config: `"host:port/nodeID"` strings).
+    #[serde(deserialize_with = "peers_from_strings")]
     pub urls: Vec<StaticPeer>,
     /// Seconds between gossip rounds (minimum 1). Default 2.
     pub gossip_period: f64,
     /// Largest frame accepted or sent. Default 1 MiB.
     pub max_packet_size: usize,
-    /// UDP announcements (`<namespace>|<nodeID>|<port>`). Default on, off when `urls` are given.
+    /// UDP announcements (`<namespace>|<nodeID>|<port>`). Default off here (Moleculer: on), so
+    /// nothing leaves loopback unless asked; always off when `urls` are given in the URL form.
     pub udp_discovery: bool,
     /// UDP port. Default 4445.
     pub udp_port: u16,
@@ -52,7 +56,7 @@ impl Default for TcpOptions {
             urls: Vec::new(),
             gossip_period: 2.0,
             max_packet_size: 1024 * 1024,
-            udp_discovery: true,
+            udp_discovery: false,
             udp_port: 4445,
             udp_bind_address: "0.0.0.0".into(),
             udp_multicast: Some("239.0.0.0".into()),
@@ -121,7 +125,31 @@ impl FromStr for TcpOptions {
     }
 }
 
+fn peers_from_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<StaticPeer>, D::Error> {
+    let entries: Vec<String> = serde::Deserialize::deserialize(d)?;
+    entries
+        .iter()
+        .map(|e| e.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 impl TcpOptions {
+    /// Options from a `TCP` / `tcp://...` string, then the `transporterOptions` table over them.
+    pub fn from_config(url: &str, extra: &serde_json::Value) -> Result<Self, String> {
+        let mut opts: TcpOptions = url.parse().map_err(|e: UrlError| e.to_string())?;
+        if let serde_json::Value::Object(map) = extra {
+            let mut base = serde_json::json!({
+                "bind": opts.bind, "host": opts.host, "udpDiscovery": opts.udp_discovery,
+                "urls": opts.urls.iter().map(|p| format!("{}:{}/{}", p.host, p.port, p.node_id)).collect::<Vec<_>>(),
+            });
+            for (k, v) in map {
+                base[k] = v.clone();
+            }
+            opts = serde_json::from_value(base).map_err(|e| format!("transporterOptions: {e}"))?;
+        }
+        Ok(opts)
+    }
+
     /// The gossip period, at least one second.
     pub fn gossip_period(&self) -> Duration {
         Duration::from_secs_f64(self.gossip_period.max(1.0))
@@ -174,6 +202,18 @@ mod tests {
         );
         let err = "tcp://127.0.0.1:x/n".parse::<TcpOptions>().unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
-        assert!("TCP".parse::<TcpOptions>().unwrap().udp_discovery);
+        assert!(
+            !"TCP".parse::<TcpOptions>().unwrap().udp_discovery,
+            "UDP is opt-in"
+        );
+        let o = TcpOptions::from_config(
+            "TCP",
+            &serde_json::json!({"udpDiscovery": true, "udpBroadcast": "10.0.0.255"}),
+        )
+        .unwrap();
+        assert!(o.udp_discovery);
+        let err =
+            TcpOptions::from_config("TCP", &serde_json::json!({"gossipPeriode": 1})).unwrap_err();
+        assert!(err.contains("gossipPeriode"), "{err}");
     }
 }

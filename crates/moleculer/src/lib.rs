@@ -47,6 +47,8 @@
 pub use moleculer_broker as broker;
 pub use moleculer_core as core;
 pub use moleculer_registry as registry;
+pub use moleculer_runner as runner;
+pub use moleculer_transporter_tcp as tcp;
 
 pub use moleculer_broker::{
     ActionDef, BrokerError, BrokerOptions, EventDef, Service, ServiceBroker, ServiceSchema,

@@ -10,6 +10,7 @@ fn the_shipped_moleculer_toml_is_valid() {
         toml::from_str(&text).unwrap_or_else(|e| panic!("moleculer.toml: {e}"));
     options.validate().unwrap();
     assert_eq!(options.heartbeat_interval, 5.0);
+    moleculer::runner::builder_for(&options).expect("its transporter and discoverer resolve");
 }
 
 #[test]

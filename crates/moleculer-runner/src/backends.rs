@@ -1,0 +1,64 @@
+//! Backends chosen by name or URL.
+
+use moleculer_broker::{BrokerError, BrokerOptions, ServiceBroker, ServiceBrokerBuilder};
+use moleculer_transporter_tcp::{TcpOptions, TcpTransporter};
+
+use crate::config::ConfigError;
+
+fn refuse(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Broker(BrokerError::Options {
+        key: key.into(),
+        reason: reason.into(),
+    })
+}
+
+/// A builder with these options and the transporter and discoverer they name.
+pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, ConfigError> {
+    let builder = ServiceBroker::builder().options(options.clone());
+    let discoverer = options.registry.discoverer.as_str();
+    let local_discovery = discoverer.eq_ignore_ascii_case("local");
+    if !local_discovery {
+        return Err(refuse(
+            "registry.discoverer",
+            format!("'{discoverer}' is not available in this build (expected \"Local\")"),
+        ));
+    }
+    let Some(transporter) = options.transporter.as_deref() else {
+        return Ok(builder);
+    };
+    let lower = transporter.to_ascii_lowercase();
+    if lower == "tcp" || lower.starts_with("tcp://") {
+        let tcp_options = TcpOptions::from_config(transporter, &options.transporter_options)
+            .map_err(|e| refuse("transporter", e))?;
+        let tcp = TcpTransporter::new(tcp_options);
+        // The TCP transporter discovers by gossip; "Local" discovery means exactly that on TCP.
+        return Ok(builder
+            .transporter(tcp.clone())
+            .discoverer(tcp.discoverer()));
+    }
+    Err(refuse("transporter", format!("'{transporter}' is not available in this build (expected \"TCP\" or \"tcp://host:port/nodeID,...\")")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_tcp_and_refuses_unknown_backends() {
+        let mut o = BrokerOptions {
+            transporter: Some("tcp://127.0.0.1:6001/a".into()),
+            ..Default::default()
+        };
+        assert!(builder_for(&o).is_ok());
+        o.transporter = Some("nats://localhost".into());
+        let err = builder_for(&o).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("`transporter`") && err.contains("nats://"),
+            "{err}"
+        );
+        o.transporter = None;
+        o.registry.discoverer = "Consul".into();
+        let err = builder_for(&o).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("registry.discoverer"), "{err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Options from `moleculer.toml` and the environment.
+
+use std::path::Path;
+
+use moleculer_broker::BrokerOptions;
+use serde_json::{Map, Value};
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The config file is not valid TOML.
+    #[error("{path} is not valid TOML: {reason}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A key is unknown or its value does not fit.
+    #[error("invalid config key `{key}`: {reason}")]
+    Key {
+        /// The key path, e.g. `registry.preferLocal`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The options contradict each other, or a backend cannot be built.
+    #[error(transparent)]
+    Broker(#[from] moleculer_broker::BrokerError),
+}
+
+/// Keys whose values stay strings even when they look like numbers (`MOL_NODE_ID=42`).
+const STRING_KEYS: &[&str] = &[
+    "nodeId",
+    "nodeID",
+    "namespace",
+    "transporter",
+    "serializer",
+    "discoverer",
+    "strategy",
+    "protocolVersion",
+];
+
+/// `HEARTBEAT_INTERVAL` → `heartbeatInterval`.
+fn camel(segment: &str) -> String {
+    let mut out = String::new();
+    for (i, word) in segment.split('_').filter(|w| !w.is_empty()).enumerate() {
+        let word = word.to_ascii_lowercase();
+        if i == 0 {
+            out.push_str(&word);
+        } else {
+            let mut chars = word.chars();
+            if let Some(first) = chars.next() {
+                out.extend(first.to_uppercase());
+                out.push_str(chars.as_str());
+            }
+        }
+    }
+    out
+}
+
+/// The key path an environment variable sets, or `None` if it is not a `MOL_` variable.
+pub(crate) fn env_key(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix("MOL_")?;
+    if rest == "DISCOVERER" {
+        return Some(vec!["registry".into(), "discoverer".into()]);
+    }
+    Some(rest.split("__").map(camel).collect())
+}
+
+fn env_value(key: &str, raw: &str) -> Value {
+    if STRING_KEYS.contains(&key) {
+        return Value::String(raw.to_owned());
+    }
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+/// Reads `path` (if it exists) and applies `env` overrides (pass `std::env::vars()`).
+pub fn load_options(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BrokerOptions, ConfigError> {
+    let mut tree = Value::Object(Map::new());
+    if let Some(path) = path.filter(|p| p.exists()) {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        tree = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: shown,
+            reason: e.to_string(),
+        })?;
+    }
+    for (name, raw) in env {
+        let Some(path) = env_key(&name) else { continue };
+        let mut node = &mut tree;
+        for (i, segment) in path.iter().enumerate() {
+            if !node.is_object() {
+                *node = Value::Object(Map::new());
+            }
+            let map = node.as_object_mut().expect("just made an object");
+            if i + 1 == path.len() {
+                map.insert(segment.clone(), env_value(segment, &raw));
+                break;
+            }
+            node = map
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+    let options: BrokerOptions = serde_path_to_error::deserialize(&tree).map_err(|e| {
+        let key = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        ConfigError::Key {
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            reason,
+        }
+    })?;
+    options.validate()?;
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn env_names_follow_moleculer_runner() {
+        assert_eq!(
+            env_key("MOL_HEARTBEAT_INTERVAL").unwrap(),
+            ["heartbeatInterval"]
+        );
+        assert_eq!(
+            env_key("MOL_REGISTRY__STRATEGY").unwrap(),
+            ["registry", "strategy"]
+        );
+        assert_eq!(
+            env_key("MOL_TRANSIT__MAX_QUEUE_SIZE").unwrap(),
+            ["transit", "maxQueueSize"]
+        );
+        assert_eq!(
+            env_key("MOL_DISCOVERER").unwrap(),
+            ["registry", "discoverer"]
+        );
+        assert!(env_key("PATH").is_none());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("mol-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("moleculer.toml");
+        std::fs::write(&file, "namespace = \"dev\"\nheartbeatInterval = 5\nheartbeatTimeout = 15\n[registry]\nstrategy = \"Random\"\n").unwrap();
+        let o = load_options(
+            Some(&file),
+            env(&[
+                ("MOL_HEARTBEAT_INTERVAL", "1"),
+                ("MOL_NODE_ID", "42"),
+                ("MOL_REGISTRY__PREFER_LOCAL", "false"),
+                ("MOL_SERIALIZER", "MsgPack"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(o.namespace, "dev");
+        assert_eq!(o.heartbeat_interval, 1.0);
+        assert_eq!(o.node_id.as_deref(), Some("42"), "node ids stay strings");
+        assert!(!o.registry.prefer_local);
+        assert_eq!(o.registry.strategy, "Random");
+        assert_eq!(o.serializer, "MsgPack");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = load_options(None, env(&[("MOL_HEARTBEAT_INTERVALL", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeatIntervall"), "{err}");
+        let err = load_options(None, env(&[("MOL_REGISTRY__PREFER_LOCAL", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registry.preferLocal"), "{err}");
+        let err = load_options(None, env(&[("MOL_HEARTBEAT_TIMEOUT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeatTimeout"), "{err}");
+        let err = load_options(None, env(&[("MOL_SERIALIZER", "XML")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("serializer") && err.contains("XML"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! # moleculer-runner
+//!
+//! Turns configuration into a running broker:
+//!
+//! - [`load_options`]: `moleculer.toml`, then `MOL_*` environment overrides with
+//!   moleculer-runner's convention (`MOL_HEARTBEAT_INTERVAL=1` sets `heartbeatInterval`,
+//!   `MOL_REGISTRY__STRATEGY=Random` sets `registry.strategy`, and the short `MOL_DISCOVERER`
+//!   sets `registry.discoverer`). Unknown keys and bad values are refused, naming the key.
+//! - [`builder_for`]: a broker builder with the transporter and discoverer the options name
+//!   (`"TCP"`, `"tcp://..."`, `"Local"`), resolved explicitly, with no global registry.
+
+mod backends;
+mod config;
+
+pub use backends::builder_for;
+pub use config::{load_options, ConfigError};

@@ -1,0 +1,174 @@
+//! The demo node's services, shared by the `node` and `cluster` examples.
+
+use std::sync::Arc;
+
+use moleculer::prelude::*;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct Pair {
+    a: serde_json::Number,
+    b: serde_json::Number,
+}
+
+impl Pair {
+    fn floats(&self) -> (f64, f64) {
+        (
+            self.a.as_f64().unwrap_or(f64::NAN),
+            self.b.as_f64().unwrap_or(f64::NAN),
+        )
+    }
+}
+
+/// `math.add` and `math.div`.
+pub struct Math;
+
+impl Math {
+    /// Integers stay integers (`2 + 3` is `5`, as in JavaScript), otherwise floats.
+    async fn add(self: Arc<Self>, _ctx: Context, p: Pair) -> Result<Value> {
+        if let (Some(a), Some(b)) = (p.a.as_i64(), p.b.as_i64()) {
+            if let Some(sum) = a.checked_add(b) {
+                return Ok(json!(sum));
+            }
+        }
+        let (a, b) = p.floats();
+        Ok(json!(a + b))
+    }
+
+    async fn div(self: Arc<Self>, _ctx: Context, p: Pair) -> Result<Value> {
+        let (a, b) = p.floats();
+        if b == 0.0 {
+            return Err(MoleculerError::client(
+                "Division by zero",
+                422,
+                "DIVISION_BY_ZERO",
+                json!({ "a": p.a, "b": p.b }),
+            ));
+        }
+        Ok(json!(a / b))
+    }
+}
+
+impl Service for Math {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("math")
+            .action("add", Math::add)
+            .action("div", Math::div)
+    }
+}
+
+#[derive(Deserialize)]
+struct Name {
+    name: String,
+}
+
+/// `greeter.hello`.
+pub struct Greeter;
+
+impl Service for Greeter {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("greeter").action(
+            "hello",
+            |_s: Arc<Self>, _ctx: Context, p: Name| async move { Ok(format!("Hello {}", p.name)) },
+        )
+    }
+}
+
+/// Handles `user.created` in group `mailer`; `mailer.received` returns what it got.
+#[derive(Default)]
+pub struct Mailer {
+    received: Mutex<Vec<Value>>,
+}
+
+impl Service for Mailer {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("mailer")
+            .event_def(
+                EventDef::new("user.created", |s: Arc<Self>, ctx: Context| async move {
+                    s.received.lock().push(ctx.params().clone());
+                    Ok(())
+                })
+                .group("mailer"),
+            )
+            .raw_action("received", |s: Arc<Self>, _ctx: Context| async move {
+                Ok(Value::from(s.received.lock().clone()))
+            })
+    }
+}
+
+/// `whoami.node`: which node answered (to show balancing).
+pub struct WhoAmI;
+
+impl Service for WhoAmI {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("whoami").raw_action("node", |_s: Arc<Self>, ctx: Context| async move {
+            Ok(ctx.local_node_id().to_string())
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Relay {
+    action: Option<String>,
+    event: Option<String>,
+    #[serde(default)]
+    params: Value,
+    #[serde(default)]
+    broadcast: bool,
+}
+
+/// `relay.call {action, params}` and `relay.emit {event, params, broadcast}`: this node calls or
+/// emits on a caller's behalf (the interop suite drives Rust → Node.js traffic with it). The
+/// caller's meta travels on, and the callee's meta comes back in the reply.
+pub struct RelayService;
+
+impl Service for RelayService {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("relay")
+            .action("call", |_s: Arc<Self>, ctx: Context, r: Relay| async move {
+                let action = r.action.unwrap_or_default();
+                let data = ctx.call(&action, r.params).await?;
+                Ok(json!({ "data": data, "meta": ctx.meta() }))
+            })
+            .action("emit", |_s: Arc<Self>, ctx: Context, r: Relay| async move {
+                let event = r.event.unwrap_or_default();
+                if r.broadcast {
+                    ctx.broadcast(&event, r.params).await?;
+                } else {
+                    ctx.emit(&event, r.params).await?;
+                }
+                Ok(true)
+            })
+    }
+}
+
+/// Adds the demo services to a broker.
+pub fn register(broker: &ServiceBroker) -> std::result::Result<(), moleculer::BrokerError> {
+    broker.create_service(Math)?;
+    broker.create_service(Greeter)?;
+    broker.create_service(Mailer::default())?;
+    broker.create_service(WhoAmI)?;
+    broker.create_service(RelayService)?;
+    Ok(())
+}
+
+/// Runs a demo node configured by `moleculer.toml` and `MOL_*` until Ctrl-C or SIGTERM.
+pub async fn run_node() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let options = moleculer::runner::load_options(
+        Some(std::path::Path::new("moleculer.toml")),
+        std::env::vars(),
+    )?;
+    let broker = moleculer::runner::builder_for(&options)?.build()?;
+    register(&broker)?;
+    broker.start().await?;
+    tracing::info!(node = %broker.node_id(), transporter = options.transporter.as_deref().unwrap_or("none"), "demo node ready");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    broker.stop().await;
+    Ok(())
+}
