@@ -84,8 +84,8 @@ pub struct LocalEvent {
 const CREATED: u8 = 0;
 pub(crate) const STARTING: u8 = 1;
 pub(crate) const STARTED: u8 = 2;
-const STOPPING: u8 = 3;
-const STOPPED: u8 = 4;
+pub(crate) const STOPPING: u8 = 3;
+pub(crate) const STOPPED: u8 = 4;
 
 struct ServiceEntry {
     full_name: String,

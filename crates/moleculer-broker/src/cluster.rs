@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::bridges::DynDiscoverer;
-use crate::broker::{BrokerInner, STARTED, STARTING};
+use crate::broker::{BrokerInner, STARTED, STARTING, STOPPED, STOPPING};
 use crate::call_future::CallFuture;
 use crate::error::BrokerError;
 use crate::transit::{Reply, Transit};
@@ -748,7 +748,9 @@ impl BrokerInner {
     }
 
     async fn run_request(&self, req: RequestPacket) -> Reply {
-        if self.state() != STARTED {
+        // Registered services are ready while the broker still starts; only a stopping node
+        // turns requests away.
+        if matches!(self.state(), STOPPING | STOPPED) {
             return Err(MoleculerError::service_not_available(
                 &req.action,
                 Some(self.node_id()),

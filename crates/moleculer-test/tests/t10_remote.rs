@@ -284,3 +284,30 @@ async fn ping_measures_a_round_trip() {
     assert_eq!(err.name, "RequestTimeoutError");
     c.stop_all().await;
 }
+
+/// Regression: a node's services are callable as soon as peers see them, even while the node
+/// is still finishing its start (it spends a moment checking for a duplicate node id).
+#[tokio::test(start_paused = true)]
+async fn a_node_serves_as_soon_as_it_is_announced() {
+    let bus = moleculer_core::memory_transporter::MemoryBus::new();
+    let caller = Cluster::build(&bus, 0, &|_, b| b);
+    caller.start().await.unwrap();
+    let late = Cluster::build(&bus, 1, &|_, b| b);
+    late.create_service(Echo).unwrap();
+    let starting = tokio::spawn(async move {
+        late.start().await.unwrap();
+        late
+    });
+    caller
+        .wait_for_services(&["echo"], Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert!(!starting.is_finished(), "the callee is still starting");
+    assert_eq!(
+        caller.call("echo.where", json!({})).await.unwrap()["node"],
+        "node-1"
+    );
+    let late = starting.await.unwrap();
+    late.stop().await;
+    caller.stop().await;
+}
