@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (the README's and CI's): format check, lints, every test and
-# doc test of the workspace, and a run of the example. Needs only a Rust toolchain today; the
-# set-up of test servers (Redis, etcd, Node.js peers) joins here as those backends arrive.
+# doc test of the workspace, the examples, and the interop suite against real Node.js Moleculer
+# nodes (which installs its npm packages itself). Everything runs on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +24,13 @@ cargo run --quiet --example two_services >/dev/null
 
 step "example: the multi-process cluster (the README's main job)"
 cargo run --quiet --example cluster
+
+step "interop with Node.js Moleculer (scripts/interop.sh)"
+bash scripts/interop.sh | tee .interop-output.log
+ipassed=$(grep -Eo '^[0-9]+ passed' .interop-output.log | awk '{print $1}')
+ifailed=$(grep -Eo '[0-9]+ failed$' .interop-output.log | awk '{print $1}')
+rm -f .interop-output.log
+passed=$((passed + ${ipassed:-0}))
+failed=$((failed + ${ifailed:-0}))
 
 printf '\n%s passed, %s failed\n' "$passed" "$failed"

@@ -142,16 +142,24 @@ impl Gossip {
             .filter(|n| n.available && !n.local)
             .map(|n| n.id.clone())
             .collect();
-        let mut offline: Vec<NodeId> = nodes
+        let offline: Vec<NodeId> = nodes
             .iter()
             .filter(|n| !n.available)
             .map(|n| n.id.clone())
             .collect();
-        for (id, peer) in self.shared.peers.lock().iter() {
-            if peer.static_peer && !nodes.iter().any(|n| n.id == *id) {
-                offline.push(id.clone());
-            }
-        }
+        // Static peers not online (never seen, or gone) are all tried every round, so a peer
+        // that starts after us is found within one gossip period; Moleculer tries one random
+        // offline node per round, which takes several periods with a few static peers.
+        let waiting: Vec<NodeId> = self
+            .shared
+            .peers
+            .lock()
+            .iter()
+            .filter(|(id, peer)| {
+                peer.static_peer && !nodes.iter().any(|n| n.id == **id && n.available)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         let (to_online, to_offline) = {
             let mut rng = rand::rng();
             let to_online = online.choose(&mut rng).cloned();
@@ -161,6 +169,10 @@ impl Gossip {
                 .flatten();
             (to_online, to_offline)
         };
+        for target in &waiting {
+            self.greet(target).await;
+        }
+        let to_offline = to_offline.filter(|n| !waiting.contains(n));
         for target in to_online.into_iter().chain(to_offline) {
             self.send(request.clone(), &target).await;
         }
@@ -186,6 +198,20 @@ impl Gossip {
         }
         let online = req.online.unwrap_or_default();
         let offline = req.offline.unwrap_or_default();
+        // The peer knows a newer INFO than we do (of itself or of a node it relays): pull it now
+        // with our own REQ. Moleculer waits for its next random round, which can take seconds.
+        let me = self.link.node_id();
+        let newer = online.iter().any(|(id, &(seq, _, _))| {
+            id.as_str() != me.as_str()
+                && nodes
+                    .iter()
+                    .find(|n| n.id.as_str() == id.as_str())
+                    .is_none_or(|n| !n.available || n.seq < seq)
+        });
+        if newer {
+            let request = self.request(&nodes);
+            self.send(request, &req.sender).await;
+        }
         let mut res_online: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         let mut res_offline: BTreeMap<String, u64> = BTreeMap::new();
         for n in &nodes {

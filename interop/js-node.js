@@ -1,0 +1,14 @@
+// A Node.js Moleculer node in its own process, so the suite can kill it.
+// Usage: node js-node.js <moleculer package> <nodeID> <serializer> <urls json>
+"use strict";
+const [pkg, nodeID, serializer, urls] = process.argv.slice(2);
+const { ServiceBroker } = require(pkg);
+const broker = new ServiceBroker({
+	nodeID,
+	logger: false,
+	serializer,
+	transporter: { type: "TCP", options: { urls: JSON.parse(urls), udpDiscovery: false } }
+});
+broker.createService({ name: "jsworker", actions: { ping() { return nodeID; } } });
+broker.start().then(() => process.stdout.write("ready\n"));
+process.on("SIGTERM", () => broker.stop().then(() => process.exit(0)));
