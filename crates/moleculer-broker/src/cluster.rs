@@ -15,7 +15,7 @@ use moleculer_core::protocol::{
     ResponsePacket,
 };
 use moleculer_core::service_info::NodeInfo;
-use moleculer_core::transporter::{Incoming, TransporterError, TransporterSetup};
+use moleculer_core::transporter::{Incoming, IncomingSink, TransporterError, TransporterSetup};
 use moleculer_core::{
     Context, EventType, Meta, MoleculerError, NodeId, Result, SelectionContext, Visibility,
 };
@@ -212,11 +212,21 @@ impl BrokerInner {
         let Some(cluster) = self.cluster() else {
             return Ok(());
         };
-        let (tx, mut inbox) = mpsc::unbounded_channel::<Incoming>();
+        // Requests, responses and events are handled in the transporter's task as they arrive;
+        // discovery packets go through one queue so they are applied in order.
+        let (ordered, mut discovery) = mpsc::unbounded_channel::<Packet>();
+        let weak = Arc::downgrade(self);
+        let sink = IncomingSink::new(move |incoming| match weak.upgrade() {
+            Some(broker) => {
+                broker.receive(incoming, &ordered);
+                true
+            }
+            None => false,
+        });
         let setup = TransporterSetup {
             node_id: self.node_id().clone(),
             namespace: self.options().namespace.clone(),
-            incoming: tx,
+            incoming: sink,
             serializer: cluster.transit.serializer.clone(),
             version: cluster.transit.version,
         };
@@ -226,11 +236,10 @@ impl BrokerInner {
             .connect(setup)
             .await
             .map_err(|e| BrokerError::Transporter(e.to_string()))?;
-        let weak = Arc::downgrade(self);
+        let discoverer = cluster.discoverer.clone();
         cluster.spawn(async move {
-            while let Some(incoming) = inbox.recv().await {
-                let Some(broker) = weak.upgrade() else { break };
-                broker.handle_incoming(incoming).await;
+            while let Some(packet) = discovery.recv().await {
+                discoverer.packet_received(packet).await;
             }
         });
         if let Some(mut events) = cluster.events_rx.lock().take() {
@@ -607,7 +616,9 @@ impl BrokerInner {
         });
     }
 
-    async fn handle_incoming(self: &Arc<Self>, incoming: Incoming) {
+    /// Decodes and dispatches one incoming packet, without awaiting: requests and events get a
+    /// task of their own, responses complete their waiter at once, discovery packets are queued.
+    fn receive(self: &Arc<Self>, incoming: Incoming, discovery: &mpsc::UnboundedSender<Packet>) {
         let Some(cluster) = self.cluster() else {
             return;
         };
@@ -707,7 +718,7 @@ impl BrokerInner {
             | Packet::GossipHello(_)
             | Packet::GossipRequest(_)
             | Packet::GossipResponse(_)) => {
-                cluster.discoverer.packet_received(packet).await;
+                let _ = discovery.send(packet);
             }
             Packet::Ping(_) | Packet::Pong(_) => {}
         }

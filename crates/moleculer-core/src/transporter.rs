@@ -32,8 +32,45 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
-/// Where a transporter delivers what it receives.
-pub type IncomingSink = mpsc::UnboundedSender<Incoming>;
+/// Where a transporter delivers what it receives. The broker's sink handles requests,
+/// responses and events right away, in the transporter's own task (no extra hop), and queues
+/// discovery packets in order.
+#[derive(Clone)]
+pub struct IncomingSink(Arc<dyn Fn(Incoming) -> bool + Send + Sync>);
+
+impl IncomingSink {
+    /// A sink that calls `deliver` for every packet; `deliver` answers `false` once the
+    /// receiver is gone.
+    pub fn new(deliver: impl Fn(Incoming) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(deliver))
+    }
+
+    /// Delivers a packet; `Err` gives it back when the receiver is gone.
+    pub fn send(&self, packet: Incoming) -> Result<(), Incoming> {
+        let kind = packet.kind;
+        if (self.0)(packet) {
+            Ok(())
+        } else {
+            Err(Incoming {
+                kind,
+                payload: Vec::new(),
+            })
+        }
+    }
+}
+
+impl std::fmt::Debug for IncomingSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IncomingSink")
+    }
+}
+
+impl From<mpsc::UnboundedSender<Incoming>> for IncomingSink {
+    /// A sink feeding a channel (tests read packets from its receiver).
+    fn from(tx: mpsc::UnboundedSender<Incoming>) -> Self {
+        Self::new(move |packet| tx.send(packet).is_ok())
+    }
+}
 
 /// What a transporter needs to know when it connects.
 #[derive(Clone)]
@@ -61,11 +98,15 @@ impl std::fmt::Debug for TransporterSetup {
 
 impl TransporterSetup {
     /// A setup with the default serializer (JSON) and protocol 5, for tests of transporters.
-    pub fn new(node_id: NodeId, namespace: impl Into<String>, incoming: IncomingSink) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        namespace: impl Into<String>,
+        incoming: impl Into<IncomingSink>,
+    ) -> Self {
         Self {
             node_id,
             namespace: namespace.into(),
-            incoming,
+            incoming: incoming.into(),
             serializer: Arc::new(crate::serializer::Json),
             version: ProtocolVersion::V5,
         }

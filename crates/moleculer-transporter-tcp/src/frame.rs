@@ -85,6 +85,9 @@ pub fn encode(kind: PacketType, payload: &[u8]) -> Option<Vec<u8>> {
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the next frame starts: consumed bytes are dropped in bulk, not frame by frame,
+    /// so a read holding hundreds of small frames is not shifted hundreds of times.
+    start: usize,
     max_frame: usize,
 }
 
@@ -93,27 +96,33 @@ impl FrameDecoder {
     pub fn new(max_frame: usize) -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             max_frame,
         }
     }
 
     /// Appends bytes read from the socket.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes held that do not make a whole frame yet.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed, or an error (after which the
     /// stream is unusable).
     pub fn next_frame(&mut self) -> Result<Option<(PacketType, Vec<u8>)>, FrameError> {
-        if self.buf.len() < HEADER_LEN {
+        let pending = &self.buf[self.start..];
+        if pending.len() < HEADER_LEN {
             return Ok(None);
         }
-        let h = &self.buf[..HEADER_LEN];
+        let h = &pending[..HEADER_LEN];
         let expected = h[1] ^ h[2] ^ h[3] ^ h[4] ^ h[5];
         if h[0] != expected {
             return Err(FrameError::BadChecksum {
@@ -132,11 +141,15 @@ impl FrameDecoder {
             });
         }
         let kind = kind_of(h[5]).ok_or(FrameError::UnknownType(h[5]))?;
-        if self.buf.len() < len as usize {
+        if pending.len() < len as usize {
             return Ok(None);
         }
-        let payload = self.buf[HEADER_LEN..len as usize].to_vec();
-        self.buf.drain(..len as usize);
+        let payload = pending[HEADER_LEN..len as usize].to_vec();
+        self.start += len as usize;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(Some((kind, payload)))
     }
 }

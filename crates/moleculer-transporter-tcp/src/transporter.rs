@@ -148,8 +148,18 @@ impl Shared {
                         })??;
                 socket.set_nodelay(true)?;
                 socket.write_all(&hello).await?;
+                // Frames queued while a write was in progress go out together, in one write.
+                let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
                 while let Some(frame) = rx.recv().await {
-                    socket.write_all(&frame).await?;
+                    batch.clear();
+                    batch.extend_from_slice(&frame);
+                    while batch.len() < 64 * 1024 {
+                        match rx.try_recv() {
+                            Ok(more) => batch.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
+                    socket.write_all(&batch).await?;
                 }
                 socket.shutdown().await
             }
