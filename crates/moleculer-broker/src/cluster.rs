@@ -107,6 +107,17 @@ impl Drop for Inflight<'_> {
     }
 }
 
+/// Polls `work` once right here; only if it has to wait does it get a task of its own. Most
+/// handlers answer without waiting, and this saves a task hop per request on the serving side.
+fn run_inline_or_spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut work = Box::pin(work);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if work.as_mut().poll(&mut cx).is_pending() {
+        // Polled again by the runtime, which registers its own waker.
+        tokio::spawn(work);
+    }
+}
+
 fn epoch_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -660,10 +671,7 @@ impl BrokerInner {
         }
         let from_self = packet.sender() == self.node_id().as_str();
         match packet {
-            Packet::Request(req) => {
-                let broker = self.clone();
-                tokio::spawn(async move { broker.serve_request(req).await });
-            }
+            Packet::Request(req) => run_inline_or_spawn(self.clone().serve_request(req)),
             Packet::Response(res) => {
                 let reply: Reply = if res.success {
                     Ok((res.data, res.meta))
@@ -683,10 +691,7 @@ impl BrokerInner {
                 };
                 transit.resolve(&res.id, reply);
             }
-            Packet::Event(ev) => {
-                let broker = self.clone();
-                tokio::spawn(async move { broker.serve_event(ev).await });
-            }
+            Packet::Event(ev) => run_inline_or_spawn(self.clone().serve_event(ev)),
             Packet::Ping(ping) if !from_self => {
                 let pong = Packet::Pong(PongPacket {
                     time: ping.time,
