@@ -80,14 +80,10 @@ async fn served_by(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("CLUSTER_ROLE").as_deref() == Ok("node") {
-        tracing_subscriber::fmt()
-            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .init();
+        demo::init_logging("warn");
         return demo::run_node().await;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .init();
+    demo::init_logging("warn");
 
     let ports = free_ports(NODES + 1);
     let mut entries: Vec<String> = (1..=NODES)

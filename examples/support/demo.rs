@@ -154,6 +154,16 @@ pub fn register(broker: &ServiceBroker) -> std::result::Result<(), moleculer::Br
     Ok(())
 }
 
+/// Logs to stderr (`RUST_LOG`, default `default_level`), in colour only on a terminal.
+pub fn init_logging(default_level: &str) {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
 /// Runs a demo node configured by `moleculer.toml` and `MOL_*` until Ctrl-C or SIGTERM.
 pub async fn run_node() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let options = moleculer::runner::load_options(
