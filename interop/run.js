@@ -200,7 +200,7 @@ async function scenario(pkg, protocol, serializer) {
 			const js2 = new ServiceBroker({ nodeID: "js-2", logger: false, serializer, transporter: { type: "TCP", options: { urls, udpDiscovery: false } } });
 			others.push(js2);
 			await js2.start();
-			await until("Rust to see js-2", () => rustSees(js, "rust-1", "js-2"), 15000);
+			await until("Rust to see js-2", () => rustSees(js, "rust-1", "js-2"), 30000);
 			await js2.stop();
 			const ms = await until("Rust to drop js-2", async () => !(await rustSees(js, "rust-1", "js-2")), 10000);
 			console.log(`       (js-2 dropped ${ms} ms after its stop)`);
@@ -208,7 +208,8 @@ async function scenario(pkg, protocol, serializer) {
 		await check("a killed JS node is noticed by Rust", async () => {
 			const child = await startJsProcess(pkg, "js-3", serializer, urls);
 			others.push({ stop: async () => child.kill("SIGKILL") });
-			await until("Rust to see js-3", () => rustSees(js, "rust-1", "js-3"), 15000);
+			const seen = await until("Rust to see js-3", () => rustSees(js, "rust-1", "js-3"), 30000);
+			console.log(`       (js-3 seen by Rust ${seen} ms after its start)`);
 			child.kill("SIGKILL");
 			const ms = await until("Rust to drop js-3", async () => !(await rustSees(js, "rust-1", "js-3")), 10000);
 			console.log(`       (js-3 dropped ${ms} ms after SIGKILL)`);
