@@ -146,6 +146,15 @@ impl Shared {
                         .map_err(|_| {
                             std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                         })??;
+                // Probing a port nobody listens on yet can connect the socket to itself (TCP
+                // simultaneous open on an ephemeral port); such a socket would swallow
+                // everything we send to that peer.
+                if socket.local_addr()? == socket.peer_addr()? {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "connected to itself; the peer is not listening",
+                    ));
+                }
                 socket.set_nodelay(true)?;
                 socket.write_all(&hello).await?;
                 // Frames queued while a write was in progress go out together, in one write.
