@@ -790,16 +790,15 @@ impl BrokerInner {
             let endpoint = registry.local_action_endpoint(&req.action);
             // Protected actions are callable from this node only; Moleculer checks this on the
             // caller side alone, so a hand-made REQ could reach them.
-            let Some((endpoint, local)) = endpoint
+            let Some(local) = endpoint
                 .filter(|e| e.info.visibility() != Visibility::Protected)
-                .and_then(|e| e.handler.as_ref().map(|h| (e, h)))
+                .and_then(|e| e.handler.as_ref())
             else {
                 return Err(MoleculerError::service_not_found(
                     &req.action,
                     Some(self.node_id()),
                 ));
             };
-            let _ = endpoint;
             let ctx = Context::new(ContextInit {
                 target: local.target.clone(),
                 id: Some(Arc::from(req.id.as_str())),
@@ -967,7 +966,7 @@ impl BrokerInner {
         })
     }
 
-    /// Sends `packet` and runs the local part concurrently (used by events).
+    /// Runs an event's local deliveries and remote sends concurrently.
     pub(crate) fn join_sends(
         local: Option<BoxFuture<'static, ()>>,
         remote: Option<BoxFuture<'static, ()>>,
