@@ -38,6 +38,17 @@ pub enum SerializerError {
     },
 }
 
+/// A data format (JSON, MessagePack): the only part that differs between the built-in
+/// serializers. Every `Format` is a [`Serializer`].
+pub trait Format: Send + Sync + fmt::Debug + 'static {
+    /// Its name in config.
+    const NAME: &'static str;
+    /// Encodes a packet payload.
+    fn to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String>;
+    /// Decodes a packet payload.
+    fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String>;
+}
+
 /// Turns packets into bytes and back. All nodes of a cluster must use the same one.
 pub trait Serializer: Send + Sync + fmt::Debug + 'static {
     /// Its name in config (`JSON`, `MsgPack`).
@@ -124,8 +135,34 @@ macro_rules! dispatch_decode {
     };
 }
 
-pub(crate) use dispatch_decode;
-pub(crate) use dispatch_encode;
+impl<F: Format> Serializer for F {
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+
+    fn encode(&self, packet: &Packet) -> Result<Vec<u8>, SerializerError> {
+        let kind = packet.kind();
+        dispatch_encode!(packet, F::to_vec).map_err(|reason| SerializerError::Encode {
+            kind,
+            serializer: F::NAME,
+            reason,
+        })
+    }
+
+    fn decode(&self, kind: PacketType, bytes: &[u8]) -> Result<Packet, SerializerError> {
+        let result: Result<Packet, String> = dispatch_decode!(kind, F::from_slice(bytes));
+        result.map_err(|reason| SerializerError::Decode {
+            kind,
+            serializer: F::NAME,
+            reason,
+        })
+    }
+
+    fn sender_hint(&self, bytes: &[u8]) -> Option<String> {
+        let value: serde_json::Value = F::from_slice(bytes).ok()?;
+        value.get("sender")?.as_str().map(str::to_owned)
+    }
+}
 
 #[cfg(test)]
 mod tests {
