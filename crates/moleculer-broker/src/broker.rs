@@ -115,6 +115,11 @@ pub(crate) struct BrokerInner {
     weak: Weak<BrokerInner>,
     /// Transit and discovery, when the broker has a transporter.
     cluster: Option<Cluster>,
+    /// Whether a middleware wraps remote actions; when none does, remote calls skip the
+    /// context and handler chain entirely.
+    remote_hooked: bool,
+    /// Remote-action handler chains, built on first use per action.
+    remote_chains: dashmap::DashMap<Arc<str>, ActionHandler>,
 }
 
 /// The pluggable parts a broker is built with.
@@ -210,6 +215,7 @@ impl ServiceBroker {
             None => None,
         };
         let inner = Arc::new_cyclic(|weak: &Weak<BrokerInner>| {
+            let remote_hooked = hooks_remote_actions(&middlewares);
             let call_chain = build_call_chain(weak.clone(), &middlewares);
             let emit_chain = build_emit_chain(weak.clone(), &middlewares);
             BrokerInner {
@@ -228,6 +234,8 @@ impl ServiceBroker {
                 request_timeout,
                 weak: weak.clone(),
                 cluster,
+                remote_hooked,
+                remote_chains: dashmap::DashMap::new(),
             }
         });
         let broker = ServiceBroker { inner };
@@ -672,6 +680,55 @@ fn build_call_chain(
     (!Arc::ptr_eq(&chain, &base)).then_some(chain)
 }
 
+/// Whether any middleware replaces the handler it is given for remote actions.
+fn hooks_remote_actions(middlewares: &[Arc<dyn ErasedMiddleware>]) -> bool {
+    let probe: ActionHandler = Arc::new(|_ctx| Box::pin(future::ready(Ok(Value::Null))));
+    let info = moleculer_core::ActionInfo::default();
+    middlewares
+        .iter()
+        .any(|mw| !Arc::ptr_eq(&mw.remote_action(probe.clone(), &info), &probe))
+}
+
+/// The innermost remote-action handler: one REQ to the context's node, meta merged back.
+fn remote_base(weak: Weak<BrokerInner>) -> ActionHandler {
+    Arc::new(move |ctx: Context| -> BoxFuture<'static, Result<Value>> {
+        let Some(inner) = weak.upgrade() else {
+            return Box::pin(future::ready(Err(MoleculerError::broker_disconnected())));
+        };
+        let Some(cluster) = inner.cluster() else {
+            return Box::pin(future::ready(Err(MoleculerError::broker_disconnected())));
+        };
+        let version = cluster.transit.version;
+        let request = RequestPacket {
+            id: ctx.id().to_string(),
+            action: ctx.action().unwrap_or_default().to_owned(),
+            params: ctx.params().clone(),
+            meta: ctx.meta(),
+            headers: version.has_headers().then(|| ctx.headers().clone()),
+            timeout: ctx.timeout().map(|t| t.as_secs_f64() * 1000.0),
+            level: ctx.level(),
+            tracing: None,
+            parent_id: ctx.parent_id().map(str::to_owned),
+            request_id: Some(ctx.request_id().to_string()),
+            caller: ctx.caller().map(str::to_owned),
+            stream: Some(false),
+            seq: None,
+            ver: version.as_str().to_owned(),
+            sender: inner.node_id().clone(),
+        };
+        let (transit, target, timeout) = (
+            cluster.transit.clone(),
+            ctx.local_node_id().clone(),
+            ctx.timeout(),
+        );
+        Box::pin(async move {
+            let (data, meta) = transit.request(target, request, timeout).await?;
+            ctx.merge_meta(meta);
+            Ok(data)
+        })
+    })
+}
+
 fn build_emit_chain(
     weak: Weak<BrokerInner>,
     middlewares: &[Arc<dyn ErasedMiddleware>],
@@ -889,6 +946,7 @@ impl BrokerInner {
         }
         let Some(local) = &endpoint.handler else {
             let target = endpoint.node_id.clone();
+            let (info, service) = (endpoint.info.clone(), endpoint.service.clone());
             drop(registry);
             return self.call_remote(
                 target,
@@ -899,6 +957,7 @@ impl BrokerInner {
                 opts.headers,
                 timeout,
                 level,
+                (&info, &service),
             );
         };
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -937,7 +996,13 @@ impl BrokerInner {
         headers: Option<Meta>,
         timeout: Option<Duration>,
         level: u32,
+        (info, service): (&Arc<moleculer_core::ActionInfo>, &Arc<str>),
     ) -> CallFuture {
+        if self.remote_hooked {
+            return self.call_remote_hooked(
+                target, parent, params, meta, headers, timeout, level, info, service,
+            );
+        }
         let Some(cluster) = &self.cluster else {
             return CallFuture::failed(MoleculerError::service_not_available(
                 action,
@@ -964,6 +1029,60 @@ impl BrokerInner {
             sender: self.node_id.clone(),
         };
         self.remote_call(target, request, timeout, parent.cloned())
+    }
+
+    /// A remote call through the middlewares' `remote_action` hooks.
+    #[allow(clippy::too_many_arguments)]
+    fn call_remote_hooked(
+        &self,
+        target: NodeId,
+        parent: Option<&Context>,
+        params: Value,
+        meta: Meta,
+        headers: Option<Meta>,
+        timeout: Option<Duration>,
+        level: u32,
+        info: &Arc<moleculer_core::ActionInfo>,
+        service: &Arc<str>,
+    ) -> CallFuture {
+        let name: Arc<str> = Arc::from(info.name.as_str());
+        let chain = self
+            .remote_chains
+            .entry(name.clone())
+            .or_insert_with(|| {
+                self.middlewares
+                    .iter()
+                    .fold(remote_base(self.weak.clone()), |next, mw| {
+                        mw.remote_action(next, info)
+                    })
+            })
+            .clone();
+        let broker: Weak<dyn BrokerHandle> = self.weak.clone();
+        let target = Arc::new(ContextTarget {
+            broker,
+            local_node: target,
+            service: service.clone(),
+            action: Some(name),
+        });
+        let ctx = Context::new(ContextInit {
+            target,
+            id: None,
+            request_id: parent.map(|p| p.request_id().clone()),
+            parent_id: parent.map(|p| p.id().clone()),
+            level,
+            caller: parent.map(|p| p.service_arc().clone()),
+            caller_node: Some(self.node_id.clone()),
+            event: None,
+            params,
+            meta,
+            headers: headers.unwrap_or_default(),
+            timeout,
+            deadline: timeout.map(|t| Instant::now() + t),
+        });
+        let handler_ctx = ctx.clone();
+        let fut = start_handler(|| chain(handler_ctx), &info.name, &self.node_id);
+        // The REQ carries the timeout; transit enforces it, so no second timer here.
+        CallFuture::running(fut, ctx, None, parent.cloned())
     }
 
     pub(crate) fn send_event_impl(

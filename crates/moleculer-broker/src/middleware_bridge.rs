@@ -11,6 +11,7 @@ pub(crate) trait ErasedMiddleware: Send + Sync {
     fn name(&self) -> &str;
     fn call(&self, next: CallHandler) -> CallHandler;
     fn local_action(&self, next: ActionHandler, action: &ActionInfo) -> ActionHandler;
+    fn remote_action(&self, next: ActionHandler, action: &ActionInfo) -> ActionHandler;
     fn emit(&self, next: EmitHandler) -> EmitHandler;
     fn local_event(&self, next: EventHandler, event: &EventInfo) -> EventHandler;
     fn started<'a>(&'a self, node_id: &'a NodeId) -> BoxFuture<'a, Result<()>>;
@@ -26,6 +27,9 @@ impl<M: Middleware> ErasedMiddleware for M {
     }
     fn local_action(&self, next: ActionHandler, action: &ActionInfo) -> ActionHandler {
         Middleware::local_action(self, next, action)
+    }
+    fn remote_action(&self, next: ActionHandler, action: &ActionInfo) -> ActionHandler {
+        Middleware::remote_action(self, next, action)
     }
     fn emit(&self, next: EmitHandler) -> EmitHandler {
         Middleware::emit(self, next)

@@ -311,3 +311,69 @@ async fn a_node_serves_as_soon_as_it_is_announced() {
     late.stop().await;
     caller.stop().await;
 }
+
+/// Counts remote calls and tags their meta, through the `remote_action` hook.
+struct RemoteTap(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl moleculer_core::Middleware for RemoteTap {
+    fn remote_action(
+        &self,
+        next: moleculer_core::ActionHandler,
+        action: &moleculer_core::ActionInfo,
+    ) -> moleculer_core::ActionHandler {
+        let (count, name) = (self.0.clone(), action.name.clone());
+        std::sync::Arc::new(move |ctx: moleculer_core::Context| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.set_meta("tappedAction", json!(name));
+            next(ctx)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn remote_action_middleware_wraps_remote_calls_only() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tap = calls.clone();
+    let c = Cluster::start(
+        2,
+        move |i, b| {
+            if i == 0 {
+                b.middleware(RemoteTap(tap.clone()))
+            } else {
+                b
+            }
+        },
+        |_, b| b.create_service(Echo).unwrap(),
+    )
+    .await;
+    c.node(0)
+        .wait_for_services(&["echo"], Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    // Local call: not a remote action.
+    c.node(0)
+        .call_with(
+            "echo.where",
+            json!({}),
+            CallOptions::default().node_id("node-0"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let reply = c
+        .node(0)
+        .call_with(
+            "echo.where",
+            json!({}),
+            CallOptions::default().node_id("node-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["node"], "node-1");
+    assert_eq!(
+        reply["meta"]["tappedAction"], "echo.where",
+        "the hook's meta reached the callee"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    c.stop_all().await;
+}
