@@ -7,6 +7,19 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "test servers"
+# Live tests start their own redis-server on loopback ports; make sure it is installed.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server is missing: installing it from Debian's packages"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "error: the Redis tests need redis-server (apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
+redis-server --version
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

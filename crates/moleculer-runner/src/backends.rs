@@ -1,6 +1,7 @@
 //! Backends chosen by name or URL.
 
 use moleculer_broker::{BrokerError, BrokerOptions, ServiceBroker, ServiceBrokerBuilder};
+use moleculer_transporter_redis::{RedisOptions, RedisTransporter};
 use moleculer_transporter_tcp::{TcpOptions, TcpTransporter};
 
 use crate::config::ConfigError;
@@ -36,7 +37,19 @@ pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, Conf
             .transporter(tcp.clone())
             .discoverer(tcp.discoverer()));
     }
-    Err(refuse("transporter", format!("'{transporter}' is not available in this build (expected \"TCP\" or \"tcp://host:port/nodeID,...\")")))
+    if lower == "redis" || lower.starts_with("redis://") || lower.starts_with("rediss://") {
+        let redis: RedisOptions =
+            transporter
+                .parse()
+                .map_err(|e: moleculer_transporter_redis::NotARedisUrl| {
+                    refuse("transporter", e.to_string())
+                })?;
+        return Ok(builder.transporter(RedisTransporter::new(redis)));
+    }
+    Err(refuse(
+        "transporter",
+        format!("'{transporter}' is not available in this build (expected \"TCP\", \"tcp://host:port/nodeID,...\" or \"redis://host:port\")"),
+    ))
 }
 
 #[cfg(test)]
@@ -49,6 +62,8 @@ mod tests {
             transporter: Some("tcp://127.0.0.1:6001/a".into()),
             ..Default::default()
         };
+        assert!(builder_for(&o).is_ok());
+        o.transporter = Some("redis://127.0.0.1:6379".into());
         assert!(builder_for(&o).is_ok());
         o.transporter = Some("nats://localhost".into());
         let err = builder_for(&o).map(|_| ()).unwrap_err().to_string();

@@ -46,18 +46,28 @@ pub struct Capabilities {
     pub broadcast: bool,
     /// DISCOVER, INFO, HEARTBEAT and DISCONNECT travel (TCP does discovery by gossip instead).
     pub discovery_packets: bool,
+    /// GOSSIP_REQ and GOSSIP_RES travel (TCP, and the in-memory bus).
+    pub gossip_packets: bool,
 }
 
 impl Capabilities {
-    /// A pub/sub transporter: everything travels.
+    /// A pub/sub transporter (Redis): Moleculer's channels, no gossip.
     pub const PUB_SUB: Capabilities = Capabilities {
         broadcast: true,
         discovery_packets: true,
+        gossip_packets: false,
+    };
+    /// The in-memory bus carries everything.
+    pub const MEMORY: Capabilities = Capabilities {
+        broadcast: true,
+        discovery_packets: true,
+        gossip_packets: true,
     };
     /// Moleculer's TCP transporter: targeted EVENT, REQ, RES, PING, PONG and gossip only.
     pub const TCP: Capabilities = Capabilities {
         broadcast: false,
         discovery_packets: false,
+        gossip_packets: true,
     };
 }
 
@@ -104,9 +114,15 @@ pub async fn transporter_suite<T: Transporter>(
         "a targeted packet reaches no other node"
     );
 
-    // 2. A broadcast reaches every other node (or nobody, where the transporter has none).
+    // 2. A broadcast (a HEARTBEAT: Moleculer broadcasts only discovery packets and PING)
+    // reaches every other node, or nobody where the transporter has no broadcast.
+    let broadcast_kind = if caps.discovery_packets {
+        PacketType::Heartbeat
+    } else {
+        PacketType::Event
+    };
     a.send(Outgoing {
-        kind: PacketType::Event,
+        kind: broadcast_kind,
         target: None,
         payload: payload.clone(),
     })
@@ -117,7 +133,7 @@ pub async fn transporter_suite<T: Transporter>(
         if caps.broadcast {
             assert_eq!(
                 got.map(|p| p.kind),
-                Some(PacketType::Event),
+                Some(broadcast_kind),
                 "broadcast reaches {name}"
             );
         } else {
@@ -134,9 +150,10 @@ pub async fn transporter_suite<T: Transporter>(
         PacketType::Response,
         PacketType::Ping,
         PacketType::Pong,
-        PacketType::GossipRequest,
-        PacketType::GossipResponse,
     ];
+    if caps.gossip_packets {
+        kinds.extend([PacketType::GossipRequest, PacketType::GossipResponse]);
+    }
     if caps.discovery_packets {
         kinds.extend([PacketType::Discover, PacketType::Info]);
     }
@@ -170,7 +187,7 @@ pub async fn transporter_suite<T: Transporter>(
     let mut ro = connect(&other, "d", "another-namespace").await;
     tokio::time::sleep(settle).await;
     a.send(Outgoing {
-        kind: PacketType::Event,
+        kind: broadcast_kind,
         target: None,
         payload: payload.clone(),
     })

@@ -5,9 +5,11 @@
 //!   with it, on paused tokio time.
 //! - [`conformance`]: the suites every transporter and every discoverer must pass.
 //! - [`services`]: small services the tests and suites share.
+//! - [`servers`]: real servers (Redis) started on loopback ports for live tests.
 
 mod cluster;
 pub mod conformance;
+pub mod servers;
 pub mod services;
 
 pub use cluster::Cluster;

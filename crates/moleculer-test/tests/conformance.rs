@@ -12,7 +12,7 @@ async fn memory_transporter_passes_the_transporter_suite() {
     transporter_suite(
         |_| bus.transporter(),
         Duration::from_millis(5),
-        Capabilities::PUB_SUB,
+        Capabilities::MEMORY,
     )
     .await;
 }
