@@ -109,7 +109,7 @@ async fn subscriber_loop(
                 tracing::warn!(%url, "lost the Redis subscription; reconnecting");
             }
             Err(err) => {
-                tracing::error!(%url, "cannot subscribe on Redis at {url}: {err}; retrying in {backoff:?}")
+                tracing::error!(%url, "cannot subscribe on Redis at {url}: {err}; retrying in {backoff:?}");
             }
         }
         tokio::time::sleep(backoff).await;
