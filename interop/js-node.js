@@ -1,13 +1,15 @@
 // A Node.js Moleculer node in its own process, so the suite can kill it.
-// Usage: node js-node.js <moleculer package> <nodeID> <serializer> <urls json>
+// Usage: node js-node.js <moleculer package> <nodeID> <serializer> <transporter json>
 "use strict";
-const [pkg, nodeID, serializer, urls] = process.argv.slice(2);
+const [pkg, nodeID, serializer, transporter] = process.argv.slice(2);
 const { ServiceBroker } = require(pkg);
 const broker = new ServiceBroker({
 	nodeID,
 	logger: false,
 	serializer,
-	transporter: { type: "TCP", options: { urls: JSON.parse(urls), udpDiscovery: false } }
+	heartbeatInterval: 1,
+	heartbeatTimeout: 3,
+	transporter: JSON.parse(transporter)
 });
 broker.createService({ name: "jsworker", actions: { ping() { return nodeID; } } });
 broker.start().then(() => process.stdout.write("ready\n"));

@@ -172,11 +172,14 @@ pub async fn run_node() -> std::result::Result<(), Box<dyn std::error::Error>> {
     )?;
     let broker = moleculer::runner::builder_for(&options)?.build()?;
     register(&broker)?;
+    // Handlers first: a SIGTERM that arrives while the broker starts must still stop it
+    // gracefully (peers see the node as soon as its INFO goes out, before `start` returns).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     broker.start().await?;
     tracing::info!(node = %broker.node_id(), transporter = options.transporter.as_deref().unwrap_or("none"), "demo node ready");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     broker.stop().await;
