@@ -1,7 +1,7 @@
 // A Node.js Moleculer node in its own process, so the suite can kill it.
-// Usage: node js-node.js <moleculer package> <nodeID> <serializer> <transporter json>
+// Usage: node js-node.js <moleculer package> <nodeID> <serializer> <transporter json> [discoverer]
 "use strict";
-const [pkg, nodeID, serializer, transporter] = process.argv.slice(2);
+const [pkg, nodeID, serializer, transporter, discoverer] = process.argv.slice(2);
 const { ServiceBroker } = require(pkg);
 const broker = new ServiceBroker({
 	nodeID,
@@ -9,6 +9,7 @@ const broker = new ServiceBroker({
 	serializer,
 	heartbeatInterval: 1,
 	heartbeatTimeout: 3,
+	registry: { discoverer: discoverer || "Local" },
 	transporter: JSON.parse(transporter)
 });
 broker.createService({ name: "jsworker", actions: { ping() { return nodeID; } } });

@@ -65,6 +65,7 @@ function startRust(nodeID, transport, serializer, protocol) {
 			RUST_LOG: process.env.RUST_LOG || "warn",
 			MOL_NODE_ID: nodeID,
 			MOL_TRANSPORTER: transport.rust,
+			MOL_DISCOVERER: transport.rustDiscoverer || "Local",
 			MOL_SERIALIZER: serializer,
 			MOL_TRANSIT__PROTOCOL_VERSION: protocol,
 			MOL_HEARTBEAT_INTERVAL: "1",
@@ -76,7 +77,7 @@ function startRust(nodeID, transport, serializer, protocol) {
 }
 
 function startJsProcess(pkg, nodeID, serializer, transport) {
-	const child = spawn(process.execPath, [path.join(__dirname, "js-node.js"), pkg, nodeID, serializer, JSON.stringify(transport.js)], {
+	const child = spawn(process.execPath, [path.join(__dirname, "js-node.js"), pkg, nodeID, serializer, JSON.stringify(transport.js), transport.jsDiscoverer || "Local"], {
 		stdio: ["ignore", "pipe", "inherit"]
 	});
 	return new Promise(resolve => child.stdout.once("data", () => resolve(child)));
@@ -98,7 +99,7 @@ async function tcpTransport() {
 	return { name: "TCP", rust: "tcp://" + urls.join(","), js: { type: "TCP", options: { urls, udpDiscovery: false } }, stop() {} };
 }
 
-async function redisTransport() {
+async function redisTransport(withDiscoverer = false) {
 	const port = await freePort();
 	const server = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
 	await until("redis-server", () => new Promise(resolve => {
@@ -106,6 +107,9 @@ async function redisTransport() {
 		sock.on("error", () => resolve(false));
 	}), 10000);
 	const url = `redis://127.0.0.1:${port}`;
+	if (withDiscoverer) {
+		return { name: "Redis, with the Redis discoverer", rust: url, rustDiscoverer: url, js: url, jsDiscoverer: url, stop() { server.kill("SIGKILL"); } };
+	}
 	return { name: "Redis", rust: url, js: url, stop() { server.kill("SIGKILL"); } };
 }
 
@@ -121,7 +125,7 @@ async function scenario(pkg, protocol, serializer, transport) {
 		heartbeatInterval: 1,
 		heartbeatTimeout: 3,
 		// Balance events between the JS and Rust mailers instead of keeping them local.
-		registry: { preferLocal: false },
+		registry: { preferLocal: false, discoverer: transport.jsDiscoverer || "Local" },
 		transporter: transport.js
 	});
 	js.createService({
@@ -215,7 +219,7 @@ async function scenario(pkg, protocol, serializer, transport) {
 			assert(jsReceived.some(e => e.event === "order.paid") && jsReceived.some(e => e.event === "order.created"), JSON.stringify(jsReceived));
 		});
 		await check("a stopped JS node is noticed by Rust", async () => {
-			const js2 = new ServiceBroker({ nodeID: "js-2", logger: false, serializer, heartbeatInterval: 1, heartbeatTimeout: 3, transporter: transport.js });
+			const js2 = new ServiceBroker({ nodeID: "js-2", logger: false, serializer, heartbeatInterval: 1, heartbeatTimeout: 3, registry: { discoverer: transport.jsDiscoverer || "Local" }, transporter: transport.js });
 			others.push(js2);
 			await js2.start();
 			await until("Rust to see js-2", () => rustSees(js, "rust-1", "js-2"), 30000);
@@ -278,6 +282,7 @@ process.on("uncaughtException", err => {
 	if (only !== "tcp") {
 		await scenario("moleculer", "5", "JSON", await redisTransport());
 		await scenario("moleculer", "5", "MsgPack", await redisTransport());
+		await scenario("moleculer", "5", "JSON", await redisTransport(true));
 	}
 	console.log(`\n${passed} passed, ${failed} failed`);
 	process.exit(failed === 0 ? 0 : 1);

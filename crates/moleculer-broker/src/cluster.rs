@@ -129,6 +129,7 @@ struct Link {
     broker: Weak<BrokerInner>,
     node_id: NodeId,
     instance_id: String,
+    namespace: String,
     version: ProtocolVersion,
 }
 
@@ -138,6 +139,12 @@ impl DiscoveryLink for Link {
     }
     fn instance_id(&self) -> &str {
         &self.instance_id
+    }
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn alive(&self) -> bool {
+        self.broker.strong_count() > 0
     }
     fn protocol_version(&self) -> ProtocolVersion {
         self.version
@@ -266,6 +273,7 @@ impl BrokerInner {
             broker: Arc::downgrade(self),
             node_id: self.node_id().clone(),
             instance_id: self.instance_id().to_owned(),
+            namespace: self.options().namespace.clone(),
             version: cluster.transit.version,
         });
         let timing = DiscoveryTiming {

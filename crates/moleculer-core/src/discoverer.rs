@@ -81,6 +81,8 @@ pub trait DiscoveryLink: Send + Sync + 'static {
     fn node_id(&self) -> &NodeId;
     /// This process's instance id.
     fn instance_id(&self) -> &str;
+    /// The cluster namespace (part of Redis and etcd key names).
+    fn namespace(&self) -> &str;
     /// The protocol version packets must carry.
     fn protocol_version(&self) -> ProtocolVersion;
     /// This node's current INFO.
@@ -97,6 +99,11 @@ pub trait DiscoveryLink: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), TransporterError>>;
     /// Reports what was learned.
     fn report(&self, event: DiscoveryEvent);
+    /// Whether the broker still exists; a discoverer's timers stop when it does not (a broker
+    /// dropped without `stop` must not keep beating for a dead node).
+    fn alive(&self) -> bool {
+        true
+    }
 }
 
 /// Timing every discoverer shares (the broker's heartbeat options).

@@ -1,7 +1,8 @@
 //! Backends chosen by name or URL.
 
 use moleculer_broker::{BrokerError, BrokerOptions, ServiceBroker, ServiceBrokerBuilder};
-use moleculer_transporter_redis::{RedisOptions, RedisTransporter};
+use moleculer_discoverer_redis::{NotARedisDiscoverer, RedisDiscoverer, RedisDiscovererOptions};
+use moleculer_transporter_redis::{NotARedisUrl, RedisOptions, RedisTransporter};
 use moleculer_transporter_tcp::{TcpOptions, TcpTransporter};
 
 use crate::config::ConfigError;
@@ -13,15 +14,26 @@ fn refuse(key: &str, reason: impl Into<String>) -> ConfigError {
     })
 }
 
+fn is_redis(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "redis" || lower.starts_with("redis://") || lower.starts_with("rediss://")
+}
+
 /// A builder with these options and the transporter and discoverer they name.
 pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, ConfigError> {
-    let builder = ServiceBroker::builder().options(options.clone());
+    let mut builder = ServiceBroker::builder().options(options.clone());
     let discoverer = options.registry.discoverer.as_str();
     let local_discovery = discoverer.eq_ignore_ascii_case("local");
-    if !local_discovery {
+    if is_redis(discoverer) {
+        let mut redis: RedisDiscovererOptions = discoverer
+            .parse()
+            .map_err(|e: NotARedisDiscoverer| refuse("registry.discoverer", e.to_string()))?;
+        redis.serializer = options.serializer_kind()?;
+        builder = builder.discoverer(RedisDiscoverer::new(redis));
+    } else if !local_discovery {
         return Err(refuse(
             "registry.discoverer",
-            format!("'{discoverer}' is not available in this build (expected \"Local\")"),
+            format!("'{discoverer}' is not available in this build (expected \"Local\" or \"redis://host:port\")"),
         ));
     }
     let Some(transporter) = options.transporter.as_deref() else {
@@ -29,6 +41,9 @@ pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, Conf
     };
     let lower = transporter.to_ascii_lowercase();
     if lower == "tcp" || lower.starts_with("tcp://") {
+        if !local_discovery {
+            return Err(refuse("registry.discoverer", "the TCP transporter discovers by gossip; use \"Local\" with it (as Moleculer requires)"));
+        }
         let tcp_options = TcpOptions::from_config(transporter, &options.transporter_options)
             .map_err(|e| refuse("transporter", e))?;
         let tcp = TcpTransporter::new(tcp_options);
@@ -37,13 +52,10 @@ pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, Conf
             .transporter(tcp.clone())
             .discoverer(tcp.discoverer()));
     }
-    if lower == "redis" || lower.starts_with("redis://") || lower.starts_with("rediss://") {
-        let redis: RedisOptions =
-            transporter
-                .parse()
-                .map_err(|e: moleculer_transporter_redis::NotARedisUrl| {
-                    refuse("transporter", e.to_string())
-                })?;
+    if is_redis(transporter) {
+        let redis: RedisOptions = transporter
+            .parse()
+            .map_err(|e: NotARedisUrl| refuse("transporter", e.to_string()))?;
         return Ok(builder.transporter(RedisTransporter::new(redis)));
     }
     Err(refuse(
@@ -65,6 +77,12 @@ mod tests {
         assert!(builder_for(&o).is_ok());
         o.transporter = Some("redis://127.0.0.1:6379".into());
         assert!(builder_for(&o).is_ok());
+        o.registry.discoverer = "redis://127.0.0.1:6379".into();
+        assert!(builder_for(&o).is_ok());
+        o.transporter = Some("TCP".into());
+        let err = builder_for(&o).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("gossip"), "{err}");
+        o.registry.discoverer = "Local".into();
         o.transporter = Some("nats://localhost".into());
         let err = builder_for(&o).map(|_| ()).unwrap_err().to_string();
         assert!(

@@ -1,0 +1,183 @@
+//! The Redis discoverer against a real redis-server: key layout, restarts and outages.
+
+use std::time::{Duration, Instant};
+
+use moleculer_broker::ServiceBroker;
+use moleculer_core::memory_transporter::MemoryBus;
+use moleculer_discoverer_redis::{RedisDiscoverer, RedisDiscovererOptions};
+use moleculer_test::servers::RedisServer;
+use moleculer_test::services::Echo;
+use serde_json::json;
+
+fn discoverer(url: &str) -> RedisDiscoverer {
+    RedisDiscoverer::new(url.parse::<RedisDiscovererOptions>().unwrap())
+}
+
+/// Brokers on an in-memory bus (the transporter) with the Redis discoverer.
+fn broker(bus: &MemoryBus, id: &str, url: &str) -> ServiceBroker {
+    ServiceBroker::builder()
+        .node_id(id)
+        .namespace("live")
+        .heartbeat(1.0, 3.0)
+        .transporter(bus.transporter())
+        .discoverer(discoverer(url))
+        .build()
+        .unwrap()
+}
+
+async fn until(limit: Duration, check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+fn sees(a: &ServiceBroker, node: &str) -> bool {
+    a.with_registry(|r| r.nodes().get(node).is_some_and(|n| n.available))
+}
+
+fn keys(url: &str, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn keys_follow_moleculers_layout_and_go_on_stop() {
+    let redis = RedisServer::start();
+    let bus = MemoryBus::new();
+    let a = broker(&bus, "node-a", &redis.url());
+    a.start().await.unwrap();
+    assert!(
+        until(Duration::from_secs(3), || keys(
+            &redis.url(),
+            "MOL-live-DSCVR-*"
+        )
+        .len()
+            == 2)
+        .await
+    );
+    let found = keys(&redis.url(), "MOL-live-DSCVR-*");
+    let hash = &a.instance_id()[..8];
+    assert!(
+        found[0].starts_with(&format!("MOL-live-DSCVR-BEAT:node-a|{hash}|")),
+        "{found:?}"
+    );
+    assert_eq!(found[1], "MOL-live-DSCVR-INFO:node-a");
+    a.stop().await;
+    assert!(
+        keys(&redis.url(), "MOL-live-DSCVR-*").is_empty(),
+        "a graceful stop removes the keys"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_restart_evicts_nobody_and_every_node_republishes() {
+    let mut redis = RedisServer::start();
+    let bus = MemoryBus::new();
+    let (a, b) = (
+        broker(&bus, "node-a", &redis.url()),
+        broker(&bus, "node-b", &redis.url()),
+    );
+    b.create_service(Echo).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    assert!(
+        until(Duration::from_secs(5), || sees(&a, "node-b")
+            && sees(&b, "node-a"))
+        .await
+    );
+    redis.restart();
+    // Within one heartbeat interval (plus the reconnect) both INFO keys are back.
+    assert!(
+        until(Duration::from_secs(4), || keys(
+            &redis.url(),
+            "MOL-live-DSCVR-INFO:*"
+        )
+        .len()
+            == 2)
+        .await,
+        "INFO keys republished"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        sees(&a, "node-b") && sees(&b, "node-a"),
+        "nobody was evicted"
+    );
+    assert_eq!(
+        a.call("echo.where", json!({})).await.unwrap()["node"],
+        "node-b"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_longer_than_the_timeout_evicts_nobody_while_the_transporter_works() {
+    let mut redis = RedisServer::start();
+    let bus = MemoryBus::new();
+    let (a, b) = (
+        broker(&bus, "node-a", &redis.url()),
+        broker(&bus, "node-b", &redis.url()),
+    );
+    b.create_service(Echo).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    assert!(
+        until(Duration::from_secs(5), || sees(&a, "node-b")
+            && sees(&b, "node-a"))
+        .await
+    );
+    redis.stop();
+    // Three times the heartbeat timeout without Redis.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(
+        sees(&a, "node-b") && sees(&b, "node-a"),
+        "a Redis outage evicts no live node"
+    );
+    assert_eq!(
+        a.call("echo.where", json!({})).await.unwrap()["node"],
+        "node-b"
+    );
+    redis.restart();
+    assert!(
+        until(Duration::from_secs(5), || keys(
+            &redis.url(),
+            "MOL-live-DSCVR-INFO:*"
+        )
+        .len()
+            == 2)
+        .await,
+        "keys come back with Redis"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_crashed_node_goes_when_its_beat_key_expires() {
+    let redis = RedisServer::start();
+    let bus = MemoryBus::new();
+    let a = broker(&bus, "node-a", &redis.url());
+    let b = broker(&bus, "node-b", &redis.url());
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    assert!(until(Duration::from_secs(5), || sees(&a, "node-b")).await);
+    drop(b);
+    let started = Instant::now();
+    assert!(
+        until(Duration::from_secs(8), || !sees(&a, "node-b")).await,
+        "dropped once its beat key expired"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the key could expire"
+    );
+    a.stop().await;
+}
