@@ -327,7 +327,7 @@ impl State {
                     info: info.info,
                 }),
                 Ok(_) | Err(_) => {
-                    tracing::warn!(key, "skipped an INFO key whose value is not an INFO packet")
+                    tracing::warn!(key, "skipped an INFO key whose value is not an INFO packet");
                 }
             },
             Ok(None) => tracing::debug!(key, "no INFO for '{node}' yet"),
