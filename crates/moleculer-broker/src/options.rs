@@ -98,14 +98,18 @@ pub struct RegistrySettings {
     pub prefer_local: bool,
     /// Milliseconds between announcing an empty service list and stopping services.
     pub stop_delay: u64,
-    /// Discoverer, by name or URL: `"Local"` (default), later `"redis://..."`, `"etcd3://..."`.
+    /// Discoverer, by name or URL: `"Local"` (default), `"redis://host:port"`.
     pub discoverer: String,
+    /// Options of the discoverer (Redis: `fullCheck`, `scanLength`, `serializer`).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub discoverer_options: Value,
 }
 
 impl Default for RegistrySettings {
     fn default() -> Self {
         Self {
             discoverer: "Local".into(),
+            discoverer_options: Value::Null,
             strategy: "RoundRobin".into(),
             strategy_options: Value::Null,
             prefer_local: true,

@@ -4,6 +4,25 @@ use std::str::FromStr;
 
 use moleculer_core::serializer::SerializerKind;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_from_config() {
+        let mut o: RedisDiscovererOptions = "redis://127.0.0.1:7000".parse().unwrap();
+        o.apply(&serde_json::json!({"fullCheck": 3, "scanLength": 50, "serializer": "MsgPack"}))
+            .unwrap();
+        assert_eq!(
+            (o.full_check, o.scan_length, o.serializer),
+            (3, 50, SerializerKind::MsgPack)
+        );
+        let err = o.apply(&serde_json::json!({"fullchek": 3})).unwrap_err();
+        assert!(err.contains("fullchek"), "{err}");
+        assert!("etcd3://x".parse::<RedisDiscovererOptions>().is_err());
+    }
+}
+
 /// Options, with Moleculer's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisDiscovererOptions {
@@ -25,6 +44,39 @@ impl Default for RedisDiscovererOptions {
             full_check: 10,
             scan_length: 100,
         }
+    }
+}
+
+impl RedisDiscovererOptions {
+    /// Applies `registry.discovererOptions` (`fullCheck`, `scanLength`, `serializer`); an
+    /// unknown key or a bad value is refused, naming it.
+    pub fn apply(&mut self, extra: &serde_json::Value) -> Result<(), String> {
+        let serde_json::Value::Object(map) = extra else {
+            return if extra.is_null() {
+                Ok(())
+            } else {
+                Err("registry.discovererOptions must be a table".into())
+            };
+        };
+        for (key, value) in map {
+            let number = || {
+                value
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("registry.discovererOptions.{key} must be a whole number")
+                    })
+            };
+            match key.as_str() {
+                "fullCheck" => self.full_check = number()?,
+                "scanLength" => self.scan_length = number()?.max(1),
+                "serializer" => {
+                    self.serializer = value.as_str().unwrap_or_default().parse().map_err(|e: String| format!("registry.discovererOptions.serializer: {e}"))?;
+                }
+                other => return Err(format!("unknown key registry.discovererOptions.{other} (expected fullCheck, scanLength, serializer)")),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -181,3 +181,50 @@ async fn a_crashed_node_goes_when_its_beat_key_expires() {
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_values_in_redis_are_skipped() {
+    let redis = RedisServer::start();
+    let bus = MemoryBus::new();
+    let (a, b) = (
+        broker(&bus, "node-a", &redis.url()),
+        broker(&bus, "node-b", &redis.url()),
+    );
+    {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        // A beat key for a node whose INFO is garbage, a garbage beat value, a key that is
+        // not <nodeID>|<instance>|<seq>.
+        let _: () = redis::cmd("SET")
+            .arg("MOL-live-DSCVR-BEAT:ghost|abcdefgh|1")
+            .arg("not a packet")
+            .query(&mut conn)
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("MOL-live-DSCVR-INFO:ghost")
+            .arg("{broken json")
+            .query(&mut conn)
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("MOL-live-DSCVR-BEAT:oddly-named")
+            .arg("x")
+            .query(&mut conn)
+            .unwrap();
+    }
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    assert!(
+        until(Duration::from_secs(5), || sees(&a, "node-b")
+            && sees(&b, "node-a"))
+        .await,
+        "real nodes are found"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        a.with_registry(|r| r.nodes().get("ghost").is_none()),
+        "a node with a malformed INFO is not registered"
+    );
+    assert!(sees(&a, "node-b"), "and nothing else is disturbed");
+    b.stop().await;
+    a.stop().await;
+}

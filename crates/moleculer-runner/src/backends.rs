@@ -29,6 +29,9 @@ pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, Conf
             .parse()
             .map_err(|e: NotARedisDiscoverer| refuse("registry.discoverer", e.to_string()))?;
         redis.serializer = options.serializer_kind()?;
+        redis
+            .apply(&options.registry.discoverer_options)
+            .map_err(|e| refuse("registry.discovererOptions", e))?;
         builder = builder.discoverer(RedisDiscoverer::new(redis));
     } else if !local_discovery {
         return Err(refuse(
