@@ -4,30 +4,12 @@
 // (the transporter defaults to Fake; e.g. redis://127.0.0.1:6379 for scripts/bench-redis.sh).
 "use strict";
 const { ServiceBroker } = require("moleculer");
+const measure = require("./measure");
 
 const MEASURE_MS = 2000;
 const serializer = process.argv[2] || "JSON";
 const transporter = process.argv[3] || "Fake";
 
-async function measure(caller, inFlight) {
-	const params = { msg: "0123456789" };
-	for (let i = 0; i < 2000; i++) await caller.call("bench.echo", params);
-	const latencies = [];
-	const start = process.hrtime.bigint();
-	const limit = BigInt(MEASURE_MS) * 1000000n;
-	const worker = async () => {
-		while (process.hrtime.bigint() - start < limit) {
-			const t = process.hrtime.bigint();
-			await caller.call("bench.echo", params);
-			latencies.push(Number(process.hrtime.bigint() - t) / 1000);
-		}
-	};
-	await Promise.all(Array.from({ length: inFlight }, worker));
-	const secs = Number(process.hrtime.bigint() - start) / 1e9;
-	latencies.sort((a, b) => a - b);
-	const pct = p => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))];
-	return [latencies.length / secs, pct(0.5), pct(0.99)];
-}
 
 (async () => {
 	const opts = { transporter, serializer, logger: false, namespace: "bench-js" };
@@ -39,8 +21,8 @@ async function measure(caller, inFlight) {
 	await a.waitForServices("bench");
 	console.log(`moleculer ${ServiceBroker.MOLECULER_VERSION} on node ${process.version}, ${transporter} transporter`);
 	for (const inFlight of [1, 100]) {
-		const [ops, p50, p99] = await measure(a, inFlight);
-		console.log(`${serializer.padEnd(8)} ${String(inFlight).padStart(3)} in flight ${ops.toFixed(0).padStart(9)} calls/s   p50 ${p50.toFixed(1).padStart(7)} µs   p99 ${p99.toFixed(1).padStart(7)} µs`);
+		const [ops, p50, p99] = await measure(a, inFlight, MEASURE_MS);
+		console.log(`${serializer.padEnd(8)} ${String(inFlight).padStart(3)} in flight ${ops.toFixed(0).padStart(9)} calls/s   p50 ${(p50 * 1000).toFixed(1).padStart(7)} µs   p99 ${(p99 * 1000).toFixed(1).padStart(7)} µs`);
 	}
 	await a.stop();
 	await b.stop();

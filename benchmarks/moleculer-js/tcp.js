@@ -5,6 +5,7 @@
 const net = require("net");
 const { spawn } = require("child_process");
 const { ServiceBroker } = require("moleculer");
+const measure = require("./measure");
 
 const MEASURE_MS = 3000;
 
@@ -31,25 +32,6 @@ async function callee(urls) {
 	process.stdin.resume();
 }
 
-async function measure(caller, inFlight) {
-	const params = { msg: "0123456789" };
-	for (let i = 0; i < 2000; i++) await caller.call("bench.echo", params);
-	const latencies = [];
-	const start = process.hrtime.bigint();
-	const limit = BigInt(MEASURE_MS) * 1000000n;
-	const worker = async () => {
-		while (process.hrtime.bigint() - start < limit) {
-			const t = process.hrtime.bigint();
-			await caller.call("bench.echo", params);
-			latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
-		}
-	};
-	await Promise.all(Array.from({ length: inFlight }, worker));
-	const secs = Number(process.hrtime.bigint() - start) / 1e9;
-	latencies.sort((a, b) => a - b);
-	const pct = p => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))];
-	return [latencies.length / secs, pct(0.5), pct(0.99)];
-}
 
 (async () => {
 	if (process.argv[2] === "callee") return callee(JSON.parse(process.argv[3]));
@@ -62,7 +44,7 @@ async function measure(caller, inFlight) {
 	await caller.waitForServices("bench", 30000);
 	console.log(`moleculer ${ServiceBroker.MOLECULER_VERSION} on node ${process.version} over TCP, two processes, JSON, 10-byte echo`);
 	for (const inFlight of [1, 100]) {
-		const [ops, p50, p99] = await measure(caller, inFlight);
+		const [ops, p50, p99] = await measure(caller, inFlight, MEASURE_MS);
 		console.log(`js   ${String(inFlight).padStart(3)} in flight ${ops.toFixed(0).padStart(9)} calls/s   p50 ${p50.toFixed(3).padStart(7)} ms   p99 ${p99.toFixed(3).padStart(7)} ms`);
 	}
 	await caller.stop();

@@ -25,17 +25,6 @@ fn broker(bus: &MemoryBus, id: &str, url: &str) -> ServiceBroker {
         .unwrap()
 }
 
-async fn until(limit: Duration, check: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}
-
 fn sees(a: &ServiceBroker, node: &str) -> bool {
     a.with_registry(|r| r.nodes().get(node).is_some_and(|n| n.available))
 }
@@ -55,7 +44,7 @@ async fn keys_follow_moleculers_layout_and_go_on_stop() {
     let a = broker(&bus, "node-a", &redis.url());
     a.start().await.unwrap();
     assert!(
-        until(Duration::from_secs(3), || keys(
+        moleculer_test::eventually(Duration::from_secs(3), || keys(
             &redis.url(),
             "MOL-live-DSCVR-*"
         )
@@ -89,14 +78,14 @@ async fn a_redis_restart_evicts_nobody_and_every_node_republishes() {
     a.start().await.unwrap();
     b.start().await.unwrap();
     assert!(
-        until(Duration::from_secs(5), || sees(&a, "node-b")
+        moleculer_test::eventually(Duration::from_secs(5), || sees(&a, "node-b")
             && sees(&b, "node-a"))
         .await
     );
     redis.restart();
     // Within one heartbeat interval (plus the reconnect) both INFO keys are back.
     assert!(
-        until(Duration::from_secs(4), || keys(
+        moleculer_test::eventually(Duration::from_secs(4), || keys(
             &redis.url(),
             "MOL-live-DSCVR-INFO:*"
         )
@@ -130,7 +119,7 @@ async fn a_redis_outage_longer_than_the_timeout_evicts_nobody_while_the_transpor
     a.start().await.unwrap();
     b.start().await.unwrap();
     assert!(
-        until(Duration::from_secs(5), || sees(&a, "node-b")
+        moleculer_test::eventually(Duration::from_secs(5), || sees(&a, "node-b")
             && sees(&b, "node-a"))
         .await
     );
@@ -147,7 +136,7 @@ async fn a_redis_outage_longer_than_the_timeout_evicts_nobody_while_the_transpor
     );
     redis.restart();
     assert!(
-        until(Duration::from_secs(5), || keys(
+        moleculer_test::eventually(Duration::from_secs(5), || keys(
             &redis.url(),
             "MOL-live-DSCVR-INFO:*"
         )
@@ -168,11 +157,11 @@ async fn a_crashed_node_goes_when_its_beat_key_expires() {
     let b = broker(&bus, "node-b", &redis.url());
     a.start().await.unwrap();
     b.start().await.unwrap();
-    assert!(until(Duration::from_secs(5), || sees(&a, "node-b")).await);
+    assert!(moleculer_test::eventually(Duration::from_secs(5), || sees(&a, "node-b")).await);
     drop(b);
     let started = Instant::now();
     assert!(
-        until(Duration::from_secs(8), || !sees(&a, "node-b")).await,
+        moleculer_test::eventually(Duration::from_secs(8), || !sees(&a, "node-b")).await,
         "dropped once its beat key expired"
     );
     assert!(
@@ -214,7 +203,7 @@ async fn malformed_values_in_redis_are_skipped() {
     a.start().await.unwrap();
     b.start().await.unwrap();
     assert!(
-        until(Duration::from_secs(5), || sees(&a, "node-b")
+        moleculer_test::eventually(Duration::from_secs(5), || sees(&a, "node-b")
             && sees(&b, "node-a"))
         .await,
         "real nodes are found"

@@ -5,11 +5,14 @@
 //!   with it, on paused tokio time.
 //! - [`conformance`]: the suites every transporter and every discoverer must pass.
 //! - [`services`]: small services the tests and suites share.
+//! - [`bench`]: call measurement for the benchmark binaries, and [`eventually`] for tests.
 //! - [`servers`]: real servers (Redis) started on loopback ports for live tests.
 
+pub mod bench;
 mod cluster;
 pub mod conformance;
 pub mod servers;
 pub mod services;
 
+pub use bench::eventually;
 pub use cluster::Cluster;

@@ -18,17 +18,6 @@ fn broker(id: &str, url: &str) -> ServiceBroker {
         .unwrap()
 }
 
-async fn until(limit: Duration, check: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}
-
 #[tokio::test]
 async fn calls_resume_after_a_redis_restart() {
     let mut redis = RedisServer::start();
@@ -81,10 +70,8 @@ async fn redis_down_at_start_is_retried_and_local_calls_keep_working() {
     let b = broker("b", &url);
     b.start().await.unwrap();
     assert!(
-        until(Duration::from_secs(15), || a.with_registry(|r| r
-            .nodes()
-            .get("b")
-            .is_some_and(|n| n.available)))
+        moleculer_test::eventually(Duration::from_secs(15), || a
+            .with_registry(|r| r.nodes().get("b").is_some_and(|n| n.available)))
         .await,
         "a finds b once Redis is up"
     );
