@@ -113,6 +113,27 @@ async function redisTransport(withDiscoverer = false) {
 	return { name: "Redis", rust: url, js: url, stop() { server.kill("SIGKILL"); } };
 }
 
+/// The Redis transporter with the etcd3 discoverer (Moleculer's TCP transporter works only
+/// with Local discovery).
+async function etcdTransport() {
+	const redis = await redisTransport();
+	const [clientPort, peerPort] = [await freePort(), await freePort()];
+	const dir = path.join(os.tmpdir(), `interop-etcd-${process.pid}-${clientPort}`);
+	const client = `http://127.0.0.1:${clientPort}`;
+	const peer = `http://127.0.0.1:${peerPort}`;
+	const etcd = spawn("etcd", ["--data-dir", dir, "--name", "interop", "--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", `interop=${peer}`, "--log-level", "error"], { stdio: "ignore" });
+	await until("etcd", () => new Promise(resolve => {
+		const sock = net.connect(clientPort, "127.0.0.1", () => { sock.end(); resolve(true); });
+		sock.on("error", () => resolve(false));
+	}), 15000);
+	const url = `etcd3://127.0.0.1:${clientPort}`;
+	return {
+		name: "Redis, with the etcd3 discoverer", rust: redis.rust, rustDiscoverer: url, js: redis.js, jsDiscoverer: url,
+		stop() { etcd.kill("SIGKILL"); redis.stop(); require("fs").rmSync(dir, { recursive: true, force: true }); }
+	};
+}
+
 async function scenario(pkg, protocol, serializer, transport) {
 	const { ServiceBroker, Errors } = require(pkg);
 	console.log(`\nMoleculer ${ServiceBroker.MOLECULER_VERSION} (protocol ${protocol}) with Rust nodes, ${transport.name} transporter, ${serializer}`);
@@ -284,6 +305,7 @@ process.on("uncaughtException", err => {
 		await scenario("moleculer", "5", "MsgPack", await redisTransport());
 		await scenario("moleculer", "5", "JSON", await redisTransport(true));
 	}
+	if (only !== "tcp" && only !== "redis") await scenario("moleculer", "5", "JSON", await etcdTransport());
 	console.log(`\n${passed} passed, ${failed} failed`);
 	process.exit(failed === 0 ? 0 : 1);
 })();

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Interop suite: real Node.js Moleculer nodes (0.15.2 and 0.14.35, from npm) and Rust nodes in
-# mixed clusters over TCP on 127.0.0.1, with JSON and MsgPack. Installs what it needs.
+# mixed clusters on 127.0.0.1: TCP (JSON and MsgPack), the Redis transporter with Local and
+# Redis discovery, and the etcd3 discoverer. Installs its npm packages; needs redis-server, etcd
+# and protoc (./scripts/test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,10 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "error: the interop suite needs node and npm (apt-get install nodejs npm)" >&2; exit 1; fi
 fi
 
-(cd interop && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-cargo build --quiet --example node
+for tool in redis-server etcd protoc; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: the interop suite needs $tool (./scripts/test.sh installs it)" >&2; exit 1; }
+done
+(cd interop && npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || npm install --no-audit --no-fund --loglevel=error >/dev/null)
+# The demo node with every discoverer, etcd3 included.
+cargo build --quiet --example node --features etcd3
 RUST_NODE_BIN="$(pwd)/target/debug/examples/node" node interop/run.js

@@ -19,6 +19,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 redis-server --version
+# The etcd3 discoverer's tests need etcd, and its client library needs protoc to build.
+if ! command -v etcd >/dev/null 2>&1 || ! command -v protoc >/dev/null 2>&1; then
+  echo "etcd or protoc is missing: installing them from Debian's packages"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && apt-get install -y -qq etcd-server protobuf-compiler >/dev/null
+  else
+    echo "error: the etcd3 tests need etcd and protoc (apt-get install etcd-server protobuf-compiler)" >&2
+    exit 1
+  fi
+fi
+etcd --version | head -1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -31,6 +42,9 @@ cargo test --workspace --quiet 2>&1 | tee .test-output.log
 passed=$(grep -Eo '[0-9]+ passed' .test-output.log | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' .test-output.log | awk '{s+=$1} END {print s+0}')
 rm -f .test-output.log
+
+step "the demo node with the etcd3 feature builds"
+cargo build --quiet --example node --features etcd3
 
 step "example: two services on one broker"
 cargo run --quiet --example two_services >/dev/null

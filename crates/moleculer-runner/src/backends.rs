@@ -14,6 +14,32 @@ fn refuse(key: &str, reason: impl Into<String>) -> ConfigError {
     })
 }
 
+#[cfg(feature = "etcd3")]
+fn with_etcd3(
+    builder: ServiceBrokerBuilder,
+    options: &BrokerOptions,
+    discoverer: &str,
+) -> Result<ServiceBrokerBuilder, ConfigError> {
+    use moleculer_discoverer_etcd3::{Etcd3Discoverer, Etcd3Options, NotAnEtcd3Url};
+    let mut etcd: Etcd3Options = discoverer
+        .parse()
+        .map_err(|e: NotAnEtcd3Url| refuse("registry.discoverer", e.to_string()))?;
+    etcd.serializer = options.serializer_kind()?;
+    Ok(builder.discoverer(Etcd3Discoverer::new(etcd)))
+}
+
+#[cfg(not(feature = "etcd3"))]
+fn with_etcd3(
+    _builder: ServiceBrokerBuilder,
+    _options: &BrokerOptions,
+    discoverer: &str,
+) -> Result<ServiceBrokerBuilder, ConfigError> {
+    Err(refuse(
+        "registry.discoverer",
+        format!("'{discoverer}' needs the etcd3 feature, which this build lacks (cargo run --features etcd3; it needs protoc)"),
+    ))
+}
+
 fn is_redis(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower == "redis" || lower.starts_with("redis://") || lower.starts_with("rediss://")
@@ -33,10 +59,12 @@ pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, Conf
             .apply(&options.registry.discoverer_options)
             .map_err(|e| refuse("registry.discovererOptions", e))?;
         builder = builder.discoverer(RedisDiscoverer::new(redis));
+    } else if discoverer.eq_ignore_ascii_case("etcd3") || discoverer.starts_with("etcd3://") {
+        builder = with_etcd3(builder, options, discoverer)?;
     } else if !local_discovery {
         return Err(refuse(
             "registry.discoverer",
-            format!("'{discoverer}' is not available in this build (expected \"Local\" or \"redis://host:port\")"),
+            format!("'{discoverer}' is not available (expected \"Local\", \"redis://host:port\" or \"etcd3://host:port\")"),
         ));
     }
     let Some(transporter) = options.transporter.as_deref() else {

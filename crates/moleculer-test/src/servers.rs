@@ -1,4 +1,4 @@
-//! Real servers for live tests, started on loopback ports of their own.
+//! Real servers for live tests (Redis, etcd), started on loopback ports of their own.
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -69,5 +69,89 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// An `etcd` on 127.0.0.1 with free client and peer ports and a throwaway data directory;
+/// stopped (and its directory removed) when dropped.
+pub struct EtcdServer {
+    client_port: u16,
+    peer_port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl EtcdServer {
+    /// Starts one. Panics with instructions when `etcd` is not installed.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "moleculer-etcd-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let mut server = EtcdServer {
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--name", "test", "--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}"), "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd ({e}): install it (apt-get install etcd-server) or run ./scripts/test.sh, which does"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not open port {} within 15 s",
+                self.client_port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `etcd3://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("etcd3://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `127.0.0.1:<port>`, for a client.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kills the server; its data stays for [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
