@@ -213,7 +213,7 @@ impl State {
         let key = keys::beat(
             &self.prefix,
             self.link.node_id(),
-            &self.link.instance_id(),
+            self.link.instance_id(),
             seq,
         );
         let ttl = self.timing.heartbeat_timeout.as_secs_f64().ceil().max(2.0) as i64;
@@ -405,7 +405,10 @@ impl State {
                         info: info.info,
                     }),
                     _ => {
-                        tracing::warn!(key, "skipped an INFO key whose value is not an INFO packet")
+                        tracing::warn!(
+                            key,
+                            "skipped an INFO key whose value is not an INFO packet"
+                        );
                     }
                 },
                 None => tracing::debug!(key, "no INFO for '{node}' yet"),
