@@ -319,13 +319,13 @@ impl State {
         Ok(())
     }
 
-    /// Follows the beats prefix: a PUT is a heartbeat (or a join), the last key of a node
-    /// deleted is its departure.
+    /// Follows the discovery prefix: a beat PUT is a heartbeat (or a join), the last beat key
+    /// of a node deleted is its departure, and an INFO PUT the registry lacks is taken at once.
     async fn watch(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         while self.link.alive() {
             if let Some(mut client) = self.client().await {
-                let prefix = format!("{}/beats/", self.prefix);
+                let prefix = format!("{}/", self.prefix);
                 match client
                     .watch(prefix, Some(WatchOptions::new().with_prefix()))
                     .await
@@ -338,7 +338,7 @@ impl State {
                             }
                         }
                     }
-                    Err(err) => tracing::debug!("cannot watch the beats prefix: {err}"),
+                    Err(err) => tracing::debug!("cannot watch the discovery prefix: {err}"),
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -349,6 +349,12 @@ impl State {
     fn on_watch_event(&self, event: &etcd_client::Event) {
         let Some(kv) = event.kv() else { return };
         let Ok(key) = kv.key_str() else { return };
+        if let Some(node) = keys::parse_info(&self.prefix, key) {
+            if event.event_type() == EventType::Put {
+                self.on_info_written(NodeId::new(node), key, kv.value());
+            }
+            return;
+        }
         let Some((node, hash, seq)) = keys::parse_beat(&self.prefix, key) else {
             return;
         };
@@ -389,6 +395,28 @@ impl State {
                     });
                 }
             }
+        }
+    }
+
+    /// Takes INFO the registry does not hold yet: a node that wrote INFO before its first beat,
+    /// or after a beat whose INFO fetch came too early (Moleculer writes them in either order).
+    fn on_info_written(&self, node: NodeId, key: &str, value: &[u8]) {
+        if node == *self.link.node_id() {
+            return;
+        }
+        let Ok(Packet::Info(packet)) = self.serializer.decode(PacketType::Info, value) else {
+            return tracing::warn!(key, "skipped an INFO key whose value is not an INFO packet");
+        };
+        let held = self
+            .link
+            .nodes()
+            .iter()
+            .any(|n| n.id == node && n.available && n.seq >= packet.info.seq);
+        if !held {
+            self.link.report(DiscoveryEvent::Info {
+                sender: node,
+                info: packet.info,
+            });
         }
     }
 

@@ -32,6 +32,12 @@ pub(crate) fn parse_beat<'a>(prefix: &str, key: &'a str) -> Option<(&'a str, &'a
     Some((node, hash, seq))
 }
 
+/// An INFO key's node id.
+pub(crate) fn parse_info<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
+    let node = key.strip_prefix(prefix)?.strip_prefix("/info/")?;
+    (!node.is_empty() && !node.contains('/')).then_some(node)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +56,10 @@ mod tests {
             info("moleculer/discovery", "n"),
             "moleculer/discovery/info/n"
         );
+        assert_eq!(
+            parse_info("moleculer/discovery", "moleculer/discovery/info/n"),
+            Some("n")
+        );
+        assert_eq!(parse_info("moleculer/discovery", &key), None);
     }
 }

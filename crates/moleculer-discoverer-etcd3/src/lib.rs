@@ -6,7 +6,7 @@
 //! Leases are kept alive every beat; when one is lost (the process was paused past its TTL, or it
 //! was revoked from outside) a new one is granted and the keys are written again.
 //!
-//! Beyond Moleculer, which polls: a watch on the beats prefix sees joins and leaves as they
+//! Beyond Moleculer, which polls: a watch on the discovery prefix sees joins and leaves as they
 //! happen, with a periodic full read as a safety net; an etcd outage evicts no live node (the
 //! discoverer heartbeats over the transporter meanwhile). Built only with the `etcd3` feature of
 //! the facade, because `etcd-client` needs `protoc`.

@@ -195,3 +195,44 @@ async fn an_etcd_restart_evicts_nobody() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Moleculer writes its INFO key and its first beat in either order; the watch takes a node
+/// from its INFO at once, and skips a value that is not INFO.
+#[tokio::test]
+async fn a_node_is_seen_from_its_info_key_before_its_first_beat() {
+    let etcd = EtcdServer::start();
+    let bus = MemoryBus::new();
+    let a = broker(&bus, "node-a", &etcd);
+    a.start().await.unwrap();
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    client
+        .put("moleculer-live/discovery/info/broken", "{not json", None)
+        .await
+        .unwrap();
+    let info = json!({
+        "ver": "5", "sender": "js-like", "services": [], "ipList": ["127.0.0.1"],
+        "hostname": "h", "client": {"type": "nodejs", "version": "0.15.2", "langVersion": "v20"},
+        "config": {}, "instanceID": "0123456789abcdef", "metadata": {}, "seq": 1
+    });
+    let written = Instant::now();
+    client
+        .put(
+            "moleculer-live/discovery/info/js-like",
+            info.to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_millis(500), || sees(&a, "js-like")).await,
+        "seen from its INFO key alone"
+    );
+    println!(
+        "js-like seen {} ms after its INFO was written",
+        written.elapsed().as_millis()
+    );
+    assert!(!sees(&a, "broken"), "a malformed INFO value is skipped");
+    a.stop().await;
+}
