@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::node_id::NodeId;
-use crate::protocol::{Packet, ProtocolVersion};
+use crate::protocol::{HeartbeatPacket, InfoPacket, Packet, ProtocolVersion};
 use crate::service_info::NodeInfo;
 use crate::transporter::TransporterError;
 
@@ -103,6 +103,26 @@ pub trait DiscoveryLink: Send + Sync + 'static {
     /// dropped without `stop` must not keep beating for a dead node).
     fn alive(&self) -> bool {
         true
+    }
+    /// This node's INFO packet, as sent over the transporter and stored by key-value
+    /// discoverers.
+    fn info_packet(&self) -> InfoPacket {
+        InfoPacket {
+            info: self.local_info(),
+            ver: self.protocol_version().as_str().to_owned(),
+            sender: self.node_id().clone(),
+        }
+    }
+    /// A HEARTBEAT packet with this node's CPU usage (and no seq, as Moleculer's Local
+    /// discoverer sends it).
+    fn heartbeat_packet(&self) -> HeartbeatPacket {
+        HeartbeatPacket {
+            cpu: self.cpu_usage(),
+            seq: None,
+            instance_id: None,
+            ver: self.protocol_version().as_str().to_owned(),
+            sender: self.node_id().clone(),
+        }
     }
 }
 

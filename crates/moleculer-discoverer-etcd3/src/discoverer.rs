@@ -9,7 +9,7 @@ use etcd_client::{
     Client, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, WatchOptions,
 };
 use moleculer_core::discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming};
-use moleculer_core::protocol::{DisconnectPacket, HeartbeatPacket, InfoPacket, Packet, PacketType};
+use moleculer_core::protocol::{DisconnectPacket, HeartbeatPacket, Packet, PacketType};
 use moleculer_core::serializer::Serializer;
 use moleculer_core::transporter::TransporterError;
 use moleculer_core::NodeId;
@@ -114,11 +114,9 @@ impl State {
     fn heartbeat_packet(&self) -> Packet {
         let info = self.link.local_info();
         Packet::Heartbeat(HeartbeatPacket {
-            cpu: self.link.cpu_usage(),
             seq: Some(info.seq),
             instance_id: Some(info.instance_id),
-            ver: self.ver(),
-            sender: self.link.node_id().clone(),
+            ..self.link.heartbeat_packet()
         })
     }
 
@@ -176,8 +174,8 @@ impl State {
         let Some(mut client) = self.client().await else {
             return Err(etcd_client::Error::InvalidArgs("no connection".into()));
         };
-        let info = self.link.local_info();
-        let seq = info.seq;
+        let info = self.link.info_packet();
+        let seq = info.info.seq;
         // INFO first, so a peer that sees the new beat finds the matching INFO.
         let mut info_lease = self.info_lease.lock().take();
         if let Some(lease) = &mut info_lease {
@@ -191,12 +189,7 @@ impl State {
                 Some(lease) => lease,
                 None => self.grant(&mut client, INFO_TTL_SECS).await?,
             };
-            let packet = Packet::Info(InfoPacket {
-                info,
-                ver: self.ver(),
-                sender: self.link.node_id().clone(),
-            });
-            if let Ok(value) = self.serializer.encode(&packet) {
+            if let Ok(value) = self.serializer.encode(&Packet::Info(info)) {
                 client
                     .put(
                         keys::info(&self.prefix, self.link.node_id()),

@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moleculer_core::discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming};
-use moleculer_core::protocol::{
-    DisconnectPacket, DiscoverPacket, HeartbeatPacket, InfoPacket, Packet,
-};
+use moleculer_core::protocol::{DisconnectPacket, DiscoverPacket, Packet};
 use moleculer_core::transporter::TransporterError;
 use moleculer_core::NodeId;
 use parking_lot::Mutex;
@@ -67,13 +65,7 @@ impl Discoverer for LocalDiscoverer {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let packet = Packet::Heartbeat(HeartbeatPacket {
-                    cpu: beat_link.cpu_usage(),
-                    seq: None,
-                    instance_id: None,
-                    ver: beat_link.protocol_version().as_str().to_owned(),
-                    sender: beat_link.node_id().clone(),
-                });
+                let packet = Packet::Heartbeat(beat_link.heartbeat_packet());
                 if let Err(TransporterError::NotConnected) = beat_link.send(packet, None).await {
                     // The broker is gone (or disconnected): nothing left to beat for.
                     break;
@@ -111,11 +103,7 @@ impl Discoverer for LocalDiscoverer {
 
     async fn send_local_info(&self, target: Option<NodeId>) {
         let Some(link) = self.link() else { return };
-        let packet = Packet::Info(InfoPacket {
-            info: link.local_info(),
-            ver: link.protocol_version().as_str().to_owned(),
-            sender: link.node_id().clone(),
-        });
+        let packet = Packet::Info(link.info_packet());
         Self::send(&link, packet, target).await;
     }
 

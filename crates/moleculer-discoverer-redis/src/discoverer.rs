@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moleculer_core::discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming};
-use moleculer_core::protocol::{DisconnectPacket, HeartbeatPacket, InfoPacket, Packet, PacketType};
+use moleculer_core::protocol::{DisconnectPacket, HeartbeatPacket, Packet, PacketType};
 use moleculer_core::serializer::Serializer;
 use moleculer_core::transporter::TransporterError;
 use moleculer_core::NodeId;
@@ -103,11 +103,9 @@ impl State {
     fn heartbeat_packet(&self) -> Packet {
         let info = self.link.local_info();
         Packet::Heartbeat(HeartbeatPacket {
-            cpu: self.link.cpu_usage(),
             seq: Some(info.seq),
             instance_id: Some(info.instance_id),
-            ver: self.ver(),
-            sender: self.link.node_id().clone(),
+            ..self.link.heartbeat_packet()
         })
     }
 
@@ -116,14 +114,9 @@ impl State {
     }
 
     async fn write_info(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
-        let info = self.link.local_info();
-        let seq = info.seq;
-        let packet = Packet::Info(InfoPacket {
-            info,
-            ver: self.ver(),
-            sender: self.link.node_id().clone(),
-        });
-        let Ok(value) = self.serializer.encode(&packet) else {
+        let packet = self.link.info_packet();
+        let seq = packet.info.seq;
+        let Ok(value) = self.serializer.encode(&Packet::Info(packet)) else {
             return Ok(());
         };
         redis::cmd("SETEX")
