@@ -1,4 +1,4 @@
-// Mixed clusters of Node.js Moleculer nodes and Rust nodes over TCP.
+// Mixed clusters of Node.js Moleculer nodes and Rust nodes: TCP, Redis, and the Redis and etcd3 discoverers.
 // Usage: RUST_NODE_BIN=<path to the `node` example> node run.js
 // Prints one line per check and ends with "N passed, M failed"; exits 1 on any failure.
 "use strict";
