@@ -17,6 +17,26 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Waits until `what` accepts connections on `port`; panics naming it after `within`.
+fn wait_for_port(what: &str, port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not open port {port} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills a server process and reaps it.
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl RedisServer {
     /// Starts one. Panics with instructions when `redis-server` is not installed.
     pub fn start() -> Self {
@@ -35,15 +55,7 @@ impl RedisServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install it (apt-get install redis-server) or run ./scripts/test.sh, which does"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not open port {} within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port("redis-server", self.port, Duration::from_secs(10));
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -53,10 +65,7 @@ impl RedisServer {
 
     /// Kills the server (its data is gone: no persistence).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts it again on the same port, empty.
@@ -113,15 +122,7 @@ impl EtcdServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start etcd ({e}): install it (apt-get install etcd-server) or run ./scripts/test.sh, which does"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not open port {} within 15 s",
-                self.client_port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port("etcd", self.client_port, Duration::from_secs(15));
     }
 
     /// `etcd3://127.0.0.1:<port>`.
@@ -136,10 +137,7 @@ impl EtcdServer {
 
     /// Kills the server; its data stays for [`restart`](Self::restart).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts it again on the same ports and data.
