@@ -570,28 +570,32 @@ impl BrokerInner {
         if sender == self.node_id() {
             return;
         }
-        let needs_info = {
+        // A beat from the process we know proves it alive even when it announces a newer seq:
+        // its INFO may be unreachable for a while (an etcd or Redis outage), and the node must
+        // not be evicted meanwhile. A beat from another process (new instance) proves nothing.
+        let (alive, needs_info) = {
             let registry = self.read_registry();
             match registry.nodes().get(sender) {
-                None => true,
+                None => (false, true),
                 Some(node) => {
-                    !node.available
-                        || seq.is_some_and(|s| s != node.seq)
-                        || instance.is_some_and(|i| !node.instance_id.starts_with(i))
+                    let same_process = instance.is_none_or(|i| node.instance_id.starts_with(i));
+                    let alive = node.available && same_process;
+                    (alive, !alive || seq.is_some_and(|s| s != node.seq))
                 }
             }
         };
+        if alive {
+            let now = self.uptime();
+            self.write_registry()
+                .heartbeat_with_seq(sender, cpu, cpu_seq, now);
+        }
         if needs_info {
             if let Some(cluster) = self.cluster() {
                 let discoverer = cluster.discoverer.clone();
                 let node = sender.clone();
                 tokio::spawn(async move { discoverer.discover_node(node).await });
             }
-            return;
         }
-        let now = self.uptime();
-        self.write_registry()
-            .heartbeat_with_seq(sender, cpu, cpu_seq, now);
     }
 
     /// A node left or was declared dead: drop its endpoints, reject what waits on it.
