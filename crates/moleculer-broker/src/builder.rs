@@ -7,7 +7,8 @@ use moleculer_core::transporter::Transporter;
 use moleculer_core::{Discoverer, Middleware};
 use serde_json::Value;
 
-use crate::broker::{Backends, ServiceBroker};
+use crate::broker::ServiceBroker;
+use crate::broker_core::{Backends, BrokerCore};
 use crate::error::BrokerError;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
@@ -130,6 +131,7 @@ impl ServiceBrokerBuilder {
 
     /// Checks the options and creates the broker.
     pub fn build(self) -> Result<ServiceBroker, BrokerError> {
-        ServiceBroker::from_parts(self.options, self.middlewares, self.backends)
+        BrokerCore::build(self.options, self.middlewares, self.backends)
+            .map(ServiceBroker::from_core)
     }
 }

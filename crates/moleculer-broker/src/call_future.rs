@@ -12,6 +12,8 @@ use moleculer_core::{Context, MoleculerError, Result};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
+use crate::panic_guard::panic_message;
+
 /// The future returned by [`ServiceBroker::call`](crate::ServiceBroker::call).
 #[must_use = "futures do nothing unless awaited"]
 pub struct CallFuture(State);
@@ -38,6 +40,14 @@ impl CallFuture {
         CallFuture(State::Boxed(fut))
     }
 
+    /// The call as a boxed future, without boxing it twice.
+    pub(crate) fn into_boxed(self) -> BoxFuture<'static, Result<Value>> {
+        match self.0 {
+            State::Boxed(fut) => fut,
+            other => Box::pin(CallFuture(other)),
+        }
+    }
+
     pub(crate) fn running(
         handler: BoxFuture<'static, Result<Value>>,
         ctx: Context,
@@ -52,14 +62,6 @@ impl CallFuture {
             parent,
         }))
     }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 impl Running {
@@ -112,5 +114,134 @@ impl Future for CallFuture {
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    use futures::future;
+    use moleculer_core::{BrokerHandle, ContextTarget, Meta, NodeId, Origin};
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx(timeout: Option<Duration>) -> Context {
+        let target = std::sync::Arc::new(ContextTarget {
+            broker: Weak::<NoBroker>::new(),
+            local_node: NodeId::new("n"),
+            service: "svc".into(),
+            action: Some("svc.act".into()),
+        });
+        Context::for_call(
+            target,
+            None,
+            Origin::child_of(None),
+            Value::Null,
+            Meta::new(),
+            Meta::new(),
+            timeout,
+        )
+    }
+
+    /// A broker handle that is never there (contexts here make no nested calls).
+    struct NoBroker;
+
+    impl BrokerHandle for NoBroker {
+        fn node_id(&self) -> &NodeId {
+            unreachable!("no nested calls in these tests")
+        }
+        fn call(
+            &self,
+            _: Option<&Context>,
+            _: &str,
+            _: Value,
+            _: moleculer_core::CallOptions,
+        ) -> BoxFuture<'static, Result<Value>> {
+            unreachable!("no nested calls in these tests")
+        }
+        fn send_event(
+            &self,
+            _: Option<&Context>,
+            _: moleculer_core::EventType,
+            _: &str,
+            _: Value,
+            _: moleculer_core::EmitOptions,
+        ) -> BoxFuture<'static, Result<()>> {
+            unreachable!("no nested calls in these tests")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_answers_its_error() {
+        let err = CallFuture::failed(MoleculerError::service_not_found("a.b", None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.name, "ServiceNotFoundError");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_wins_over_a_slow_handler() {
+        let ctx = ctx(Some(Duration::from_millis(100)));
+        let slow = Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(json!("late"))
+        });
+        let started = Instant::now();
+        let err = CallFuture::running(slow, ctx.clone(), ctx.deadline(), None)
+            .await
+            .unwrap_err();
+        assert_eq!((err.name.as_str(), err.code), ("RequestTimeoutError", 504));
+        assert_eq!(err.data["action"], "svc.act");
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_that_finishes_in_time_answers() {
+        let ctx = ctx(Some(Duration::from_millis(100)));
+        let quick = Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(99)).await;
+            Ok(json!(1))
+        });
+        let reply = CallFuture::running(quick, ctx.clone(), ctx.deadline(), None).await;
+        assert_eq!(reply.unwrap(), json!(1));
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_polling_becomes_an_error() {
+        let ctx = ctx(None);
+        let panics = Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("inside the handler")
+        });
+        let err = CallFuture::running(panics, ctx, None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "HANDLER_PANICKED");
+        assert!(
+            err.message.contains("inside the handler"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn the_childs_meta_merges_into_the_parent_when_it_finishes() {
+        let parent = ctx(None);
+        parent.set_meta("kept", json!(1));
+        let child = ctx(None);
+        child.set_meta("fromChild", json!(2));
+        let done = CallFuture::running(
+            Box::pin(future::ready(Ok(Value::Null))),
+            child,
+            None,
+            Some(parent.clone()),
+        )
+        .await;
+        assert!(done.is_ok());
+        assert_eq!(parent.meta_get("kept"), Some(json!(1)));
+        assert_eq!(parent.meta_get("fromChild"), Some(json!(2)));
     }
 }

@@ -9,25 +9,55 @@
 //! A call to a local action never serializes anything: the context is handed to the handler
 //! directly. Typed params are deserialized from the call's JSON once; a mismatch answers a
 //! `ValidationError` (422) naming the field.
+//!
+//! Where each concern lives (calls flow from the top of this list down):
+//!
+//! | file | Moleculer concept |
+//! |---|---|
+//! | `broker.rs`, `builder.rs` | the public `ServiceBroker` and `Service`, and building one |
+//! | `broker_core.rs` | the broker's parts and their wiring |
+//! | `lifecycle.rs` | start and stop, hosted services, dependencies |
+//! | `cluster.rs` | joining and leaving: transporter, discoverer, monitor |
+//! | `transit/inbound.rs` | the receive side: serving requests and events from other nodes |
+//! | `membership.rs`, `node_id_conflict.rs`, `discovery_link.rs` | applying discovery, heartbeat checks, nodeID conflicts |
+//! | `call_router.rs`, `call_future.rs` | action calls: endpoint, timeout, context, local or remote |
+//! | `event_bus.rs` | emit, broadcast, broadcastLocal, local handler runs |
+//! | `middleware_chain.rs` | the middleware pipeline |
+//! | `transit/outbound.rs`, `transit/pending.rs` | packets out, pending requests, pings |
+//! | `shared_registry.rs` | the registry as every part shares it |
+//! | `service_schema.rs`, `node_service.rs` | what a service declares; the `$node` service |
 
 mod bridges;
 mod broker;
+mod broker_core;
+mod broker_state;
 mod builder;
 mod call_future;
+mod call_router;
 mod cluster;
+mod context_tracker;
+mod discovery_link;
 pub mod error;
+mod event_bus;
 pub mod health;
+mod lifecycle;
+mod membership;
 mod middleware_bridge;
+mod middleware_chain;
+mod node_id_conflict;
 mod node_service;
 pub mod options;
-mod service;
+mod panic_guard;
+mod service_schema;
+mod shared_registry;
 mod transit;
 
-pub use broker::{BrokerRegistry, LocalAction, LocalEvent, LocalSubscription, ServiceBroker};
+pub use broker::{Service, ServiceBroker};
 pub use builder::ServiceBrokerBuilder;
 pub use call_future::CallFuture;
-pub use cluster::PingResult;
 pub use error::BrokerError;
+pub use event_bus::LocalEvent;
 pub use options::{BrokerOptions, RegistrySettings, TransitSettings};
-pub use service::{ActionDef, EventDef, Service, ServiceSchema};
-pub use transit::TransitStats;
+pub use service_schema::{ActionDef, EventDef, ServiceSchema};
+pub use shared_registry::{BrokerRegistry, LocalAction, LocalSubscription};
+pub use transit::{PingResult, TransitStats};

@@ -3,24 +3,36 @@
 use std::sync::{Arc, Weak};
 
 use moleculer_core::{Context, MoleculerError, Result};
-use moleculer_registry::ListOptions;
+use moleculer_registry::{listings, ListOptions};
 use serde_json::{json, Value};
 
-use crate::broker::BrokerInner;
-use crate::service::{Service, ServiceSchema};
+use crate::error::BrokerError;
+use crate::service_schema::{BoundService, ServiceSchema};
+use crate::shared_registry::SharedRegistry;
 
 /// `$node.list`, `services`, `actions`, `events`, `health` and `options`.
-pub(crate) struct NodeService {
-    broker: Weak<BrokerInner>,
+struct NodeService {
+    /// Weak: the registry holds this service's handlers, which hold the service.
+    registry: Weak<SharedRegistry>,
+    /// The broker's options as `$node.options` answers them.
+    options: Value,
+}
+
+/// The `$node` service, bound and ready to host.
+pub(crate) fn node_service(
+    registry: &Arc<SharedRegistry>,
+    options: Value,
+) -> Result<BoundService, BrokerError> {
+    let service = Arc::new(NodeService {
+        registry: Arc::downgrade(registry),
+        options,
+    });
+    schema().bind(&service)
 }
 
 impl NodeService {
-    pub(crate) fn new(broker: Weak<BrokerInner>) -> Self {
-        Self { broker }
-    }
-
-    fn broker(&self) -> Result<Arc<BrokerInner>> {
-        self.broker
+    fn registry(&self) -> Result<Arc<SharedRegistry>> {
+        self.registry
             .upgrade()
             .ok_or_else(MoleculerError::broker_disconnected)
     }
@@ -56,48 +68,54 @@ fn list_options(params: &Value) -> Result<ListOptions> {
     })
 }
 
-impl Service for NodeService {
-    fn schema(&self) -> ServiceSchema<Self> {
-        ServiceSchema::new("$node")
-            .raw_action("list", |svc: Arc<Self>, ctx: Context| async move {
-                let p = ctx.params();
-                let (only_available, with_services) = (
-                    flag(p, "onlyAvailable", false)?,
-                    flag(p, "withServices", false)?,
-                );
-                Ok(Value::from(
-                    svc.broker()?
-                        .read_registry()
-                        .node_list(only_available, with_services),
-                ))
-            })
-            .raw_action("services", |svc: Arc<Self>, ctx: Context| async move {
+fn schema() -> ServiceSchema<NodeService> {
+    ServiceSchema::new("$node")
+        .raw_action("list", |svc: Arc<NodeService>, ctx: Context| async move {
+            let p = ctx.params();
+            let (only_available, with_services) = (
+                flag(p, "onlyAvailable", false)?,
+                flag(p, "withServices", false)?,
+            );
+            let registry = svc.registry()?;
+            let list = listings::node_list(&registry.read(), only_available, with_services);
+            Ok(Value::from(list))
+        })
+        .raw_action(
+            "services",
+            |svc: Arc<NodeService>, ctx: Context| async move {
                 let opts = list_options(ctx.params())?;
-                Ok(Value::from(
-                    svc.broker()?.read_registry().service_list(opts),
-                ))
-            })
-            .raw_action("actions", |svc: Arc<Self>, ctx: Context| async move {
+                let registry = svc.registry()?;
+                let list = listings::service_list(&registry.read(), opts);
+                Ok(Value::from(list))
+            },
+        )
+        .raw_action(
+            "actions",
+            |svc: Arc<NodeService>, ctx: Context| async move {
                 let opts = list_options(ctx.params())?;
-                Ok(Value::from(
-                    svc.broker()?.read_registry().action_list_json(opts),
-                ))
-            })
-            .raw_action("events", |svc: Arc<Self>, ctx: Context| async move {
-                let opts = list_options(ctx.params())?;
-                Ok(Value::from(
-                    svc.broker()?.read_registry().event_list_json(opts),
-                ))
-            })
-            .raw_action("health", |svc: Arc<Self>, _ctx: Context| async move {
-                let broker = svc.broker()?;
-                let client = broker.read_registry().nodes().local().client.clone();
-                Ok(crate::health::health_status(&client, broker.uptime()))
-            })
-            .raw_action("options", |svc: Arc<Self>, _ctx: Context| async move {
-                Ok(serde_json::to_value(svc.broker()?.options()).unwrap_or(Value::Null))
-            })
-    }
+                let registry = svc.registry()?;
+                let list = listings::action_list(&registry.read(), opts);
+                Ok(Value::from(list))
+            },
+        )
+        .raw_action("events", |svc: Arc<NodeService>, ctx: Context| async move {
+            let opts = list_options(ctx.params())?;
+            let registry = svc.registry()?;
+            let list = listings::event_list(&registry.read(), opts);
+            Ok(Value::from(list))
+        })
+        .raw_action(
+            "health",
+            |svc: Arc<NodeService>, _ctx: Context| async move {
+                let registry = svc.registry()?;
+                let client = registry.read().nodes().local().client.clone();
+                Ok(crate::health::health_status(&client, registry.now()))
+            },
+        )
+        .raw_action(
+            "options",
+            |svc: Arc<NodeService>, _ctx: Context| async move { Ok(svc.options.clone()) },
+        )
 }
 
 #[cfg(test)]

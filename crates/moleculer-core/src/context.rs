@@ -119,6 +119,16 @@ pub enum EventGroups {
 }
 
 impl EventGroups {
+    /// The filter for an optional list of group names: none, or an empty list, means every
+    /// group.
+    pub fn from_names(names: Option<&[String]>) -> Self {
+        match names {
+            None | Some([]) => EventGroups::All,
+            Some([one]) => EventGroups::One(Arc::from(one.as_str())),
+            Some(many) => EventGroups::Many(many.iter().map(|s| Arc::from(s.as_str())).collect()),
+        }
+    }
+
     /// The groups as string slices.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         let (one, many): (Option<&Arc<str>>, &[Arc<str>]) = match self {
@@ -195,34 +205,48 @@ impl std::fmt::Debug for ContextTarget {
     }
 }
 
-/// Everything needed to create a [`Context`]; the broker fills it in.
-pub struct ContextInit {
-    /// The endpoint that handles the context.
-    pub target: Arc<ContextTarget>,
-    /// Context id; generated lazily when `None`.
-    pub id: Option<Arc<str>>,
-    /// Root request id; this context's id when `None`.
+/// Where a context comes from: the request it belongs to and who asked for it. A broker
+/// builds it once per shape: [`Origin::child_of`] for calls and events made on this node, and
+/// from the packet's fields for requests and events from other nodes.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Root request id; the new context's own id when `None`.
     pub request_id: Option<Arc<str>>,
-    /// Parent context id.
+    /// The asking context's id.
     pub parent_id: Option<Arc<str>>,
-    /// Call depth, 1 for a root call.
+    /// Call depth of the new context: 1 for a root call.
     pub level: u32,
-    /// Full name of the calling service.
+    /// Full name of the asking service.
     pub caller: Option<Arc<str>>,
-    /// The node the request came from; `None` for this node.
+    /// The node that asked; `None` for this node.
     pub caller_node: Option<NodeId>,
-    /// Event details, for events.
-    pub event: Option<EventDelivery>,
-    /// Params or event payload.
-    pub params: Value,
-    /// Meta.
-    pub meta: Meta,
-    /// Headers.
-    pub headers: Meta,
-    /// Timeout that applies to this request.
-    pub timeout: Option<Duration>,
-    /// Instant after which nested calls are skipped.
-    pub deadline: Option<Instant>,
+}
+
+impl Origin {
+    /// A root call or event made on this node (`None`), or one made from `parent`'s handler:
+    /// same request id, one level deeper, `parent`'s service as the caller.
+    pub fn child_of(parent: Option<&Context>) -> Self {
+        match parent {
+            None => Origin {
+                level: 1,
+                ..Origin::default()
+            },
+            Some(p) => Origin {
+                request_id: Some(p.request_id().clone()),
+                parent_id: Some(p.id().clone()),
+                level: p.level() + 1,
+                caller: Some(p.service_arc().clone()),
+                caller_node: None,
+            },
+        }
+    }
+
+    /// The same origin, as seen by a node that `node` asked.
+    #[must_use]
+    pub fn from_node(mut self, node: NodeId) -> Self {
+        self.caller_node = Some(node);
+        self
+    }
 }
 
 struct ContextInner {
@@ -262,26 +286,75 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Creates a context. Brokers call this; handlers receive contexts ready-made.
-    pub fn new(init: ContextInit) -> Self {
+    /// The context of an action call. Its deadline is `timeout` from now; `id` is the
+    /// request's id for a call from another node, and generated on first use otherwise.
+    pub fn for_call(
+        target: Arc<ContextTarget>,
+        id: Option<Arc<str>>,
+        origin: Origin,
+        params: Value,
+        meta: Meta,
+        headers: Meta,
+        timeout: Option<Duration>,
+    ) -> Self {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        Self::build(
+            target, id, origin, None, params, meta, headers, timeout, deadline,
+        )
+    }
+
+    /// The context of one event delivery (events have no timeout).
+    pub fn for_event(
+        target: Arc<ContextTarget>,
+        origin: Origin,
+        event: EventDelivery,
+        payload: Value,
+        meta: Meta,
+        headers: Meta,
+    ) -> Self {
+        Self::build(
+            target,
+            None,
+            origin,
+            Some(event),
+            payload,
+            meta,
+            headers,
+            None,
+            None,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        target: Arc<ContextTarget>,
+        given_id: Option<Arc<str>>,
+        origin: Origin,
+        event: Option<EventDelivery>,
+        params: Value,
+        meta: Meta,
+        headers: Meta,
+        timeout: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Self {
         let id = OnceLock::new();
-        if let Some(given) = init.id {
+        if let Some(given) = given_id {
             let _ = id.set(given);
         }
         Context(Arc::new(ContextInner {
-            target: init.target,
+            target,
             id,
-            request_id: init.request_id,
-            parent_id: init.parent_id,
-            level: init.level,
-            caller: init.caller,
-            caller_node: init.caller_node,
-            event: init.event,
-            params: init.params,
-            meta: Mutex::new(init.meta),
-            headers: init.headers,
-            timeout: init.timeout,
-            deadline: init.deadline,
+            request_id: origin.request_id,
+            parent_id: origin.parent_id,
+            level: origin.level,
+            caller: origin.caller,
+            caller_node: origin.caller_node,
+            event,
+            params,
+            meta: Mutex::new(meta),
+            headers,
+            timeout,
+            deadline,
         }))
     }
 

@@ -326,6 +326,90 @@ impl MoleculerError {
         )
     }
 
+    /// `BrokerDisconnectedError` (502, retryable) for a request that could not be sent to
+    /// `node_id`, keeping the transporter's reason.
+    pub fn request_not_sent(action: &str, node_id: &str, reason: &str) -> Self {
+        Self::build(
+            names::BROKER_DISCONNECTED,
+            format!("Cannot send the request for '{action}' to '{node_id}' node: {reason}."),
+            502,
+            Some("BAD_GATEWAY".into()),
+            true,
+            json!({ "action": action, "nodeID": node_id, "reason": reason }),
+        )
+    }
+
+    /// `MoleculerServerError` (500, `WAITFOR_SERVICES`): `wait_for_services` ran out of time.
+    /// `missing` lists the services that never appeared.
+    pub fn services_wait_timeout(services: &[&str], missing: &[&str]) -> Self {
+        let statuses: Vec<Value> = services
+            .iter()
+            .map(|n| json!({ "name": n, "available": !missing.contains(n) }))
+            .collect();
+        Self::build(
+            names::SERVER,
+            format!(
+                "Services waiting is timed out. Missing: {}",
+                missing.join(", ")
+            ),
+            500,
+            Some("WAITFOR_SERVICES".into()),
+            true,
+            json!({ "services": services, "statuses": statuses }),
+        )
+    }
+
+    /// `MoleculerServerError` (500, `BAD_REPLY`): a reply does not fit the type the caller
+    /// asked for.
+    pub fn bad_reply(action: &str, reason: impl std::fmt::Display) -> Self {
+        Self::build(
+            names::SERVER,
+            format!("reply of '{action}' does not fit the expected type: {reason}"),
+            500,
+            Some("BAD_REPLY".into()),
+            true,
+            Value::Null,
+        )
+    }
+
+    /// `MoleculerServerError` (500, `SERIALIZATION_ERROR`): a handler's result cannot be
+    /// turned into JSON.
+    pub fn unserializable_result(reason: impl std::fmt::Display) -> Self {
+        Self::build(
+            names::SERVER,
+            format!("the handler's result cannot be serialized: {reason}"),
+            500,
+            Some("SERIALIZATION_ERROR".into()),
+            true,
+            Value::Null,
+        )
+    }
+
+    /// `MoleculerError` (500, `UNKNOWN`): a RESPONSE said it failed but carried no error.
+    pub fn unknown_remote_error() -> Self {
+        Self::build(
+            names::MOLECULER_ERROR,
+            "Unknown error from the remote node",
+            500,
+            Some("UNKNOWN".into()),
+            false,
+            Value::Null,
+        )
+    }
+
+    /// `MoleculerClientError` (400, `STREAMS_NOT_SUPPORTED`): a streamed request reached a
+    /// node that does not take streams.
+    pub fn streams_not_supported(action: &str) -> Self {
+        Self::build(
+            names::CLIENT,
+            "Streams are not supported by this node",
+            400,
+            Some("STREAMS_NOT_SUPPORTED".into()),
+            false,
+            json!({ "action": action }),
+        )
+    }
+
     /// A handler panicked; the caller gets this instead of a hang.
     pub fn handler_panicked(action: &str, node_id: &str, panic: &str) -> Self {
         Self::build(

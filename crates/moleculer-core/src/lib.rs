@@ -20,8 +20,8 @@ pub mod strategy;
 pub mod transporter;
 
 pub use context::{
-    BrokerHandle, CallOptions, Context, ContextInit, ContextTarget, EmitOptions, EventGroups,
-    EventType, Meta,
+    BrokerHandle, CallOptions, Context, ContextTarget, EmitOptions, EventDelivery, EventGroups,
+    EventType, Meta, Origin,
 };
 pub use discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming, NodeDigest};
 pub use error::{ErrorDetails, MoleculerError, Result};

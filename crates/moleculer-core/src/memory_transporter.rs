@@ -33,11 +33,16 @@ impl std::fmt::Debug for MemoryBus {
     }
 }
 
+/// One sent packet's type and bytes.
+type Captured = (PacketType, Vec<u8>);
+
 #[derive(Default)]
 struct BusInner {
     subscribers: Mutex<Vec<Subscriber>>,
     faults: Mutex<Faults>,
     sent: Mutex<BTreeMap<PacketType, u64>>,
+    /// Copies of sent packets, kept only once a test asks for them.
+    captured: Mutex<Option<Vec<Captured>>>,
     next_id: AtomicU64,
 }
 
@@ -139,6 +144,24 @@ impl MemoryBus {
         self.inner.sent.lock().clone()
     }
 
+    /// Keeps a copy of every packet sent from now on, for [`payloads`](Self::payloads). Off by
+    /// default, so that long runs (benchmarks) do not grow.
+    pub fn capture_payloads(&self) {
+        self.inner.captured.lock().get_or_insert_with(Vec::new);
+    }
+
+    /// The encoded packets of `kind` sent since [`capture_payloads`](Self::capture_payloads).
+    pub fn payloads(&self, kind: PacketType) -> Vec<Vec<u8>> {
+        self.inner
+            .captured
+            .lock()
+            .iter()
+            .flatten()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, bytes)| bytes.clone())
+            .collect()
+    }
+
     /// Resets the counters.
     pub fn reset_counts(&self) {
         self.inner.sent.lock().clear();
@@ -146,6 +169,9 @@ impl MemoryBus {
 
     fn publish(&self, from: &NodeId, namespace: &str, packet: &Outgoing) {
         *self.inner.sent.lock().entry(packet.kind).or_default() += 1;
+        if let Some(captured) = self.inner.captured.lock().as_mut() {
+            captured.push((packet.kind, packet.payload.clone()));
+        }
         let recipients: Vec<(NodeId, IncomingSink)> = self
             .inner
             .subscribers
@@ -252,6 +278,18 @@ mod tests {
         assert!(ra.try_recv().is_err());
         assert!(rb.try_recv().is_ok());
         assert_eq!(bus.sent(PacketType::Heartbeat), 2);
+    }
+
+    #[tokio::test]
+    async fn payloads_are_kept_only_once_asked_for() {
+        let bus = MemoryBus::new();
+        let (a, _ra) = node(&bus, "a").await;
+        a.send(packet(None)).await.unwrap();
+        assert!(bus.payloads(PacketType::Heartbeat).is_empty());
+        bus.capture_payloads();
+        a.send(packet(Some("a"))).await.unwrap();
+        assert_eq!(bus.payloads(PacketType::Heartbeat), vec![b"x".to_vec()]);
+        assert!(bus.payloads(PacketType::Info).is_empty());
     }
 
     #[tokio::test]

@@ -90,6 +90,22 @@ impl Node {
         newer || reconnected || restarted
     }
 
+    /// What this node says about itself in INFO: its last INFO for a remote node, the
+    /// current description for the local one (give it `services`).
+    pub fn info(&self, services: Vec<ServiceInfo>) -> NodeInfo {
+        NodeInfo {
+            services,
+            ip_list: self.ip_list.clone(),
+            hostname: self.hostname.clone(),
+            client: self.client.clone(),
+            config: self.config.clone(),
+            instance_id: self.instance_id.clone(),
+            metadata: self.metadata.clone(),
+            seq: self.seq,
+            port: self.port,
+        }
+    }
+
     /// Records a heartbeat.
     pub fn heartbeat(&mut self, cpu: Option<f64>, now: f64) {
         if !self.available {

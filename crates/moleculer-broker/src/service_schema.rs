@@ -1,5 +1,5 @@
-//! Services as Rust structs: the [`Service`] trait and the [`ServiceSchema`] that lists a
-//! service's actions and events.
+//! What a service declares: the [`ServiceSchema`] with its [`ActionDef`]s and [`EventDef`]s,
+//! and binding it to the service's instance (typed params in, typed results out).
 
 use std::any::{Any, TypeId};
 use std::future::Future;
@@ -17,52 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::broker::ServiceBroker;
 use crate::error::BrokerError;
-
-/// A service: a plain struct whose [`schema`](Service::schema) names its actions and events.
-///
-/// ```
-/// use std::sync::Arc;
-/// use moleculer_broker::{Service, ServiceSchema};
-/// use moleculer_core::{Context, Result};
-/// use serde::Deserialize;
-///
-/// #[derive(Deserialize)]
-/// struct AddParams { a: i64, b: i64 }
-///
-/// struct Math;
-///
-/// impl Math {
-///     async fn add(self: Arc<Self>, _ctx: Context, p: AddParams) -> Result<i64> {
-///         Ok(p.a + p.b)
-///     }
-/// }
-///
-/// impl Service for Math {
-///     fn schema(&self) -> ServiceSchema<Self> {
-///         ServiceSchema::new("math").action("add", Math::add)
-///     }
-/// }
-/// ```
-pub trait Service: Send + Sync + Sized + 'static {
-    /// Name, version, settings, dependencies, actions and events.
-    fn schema(&self) -> ServiceSchema<Self>;
-
-    /// Runs once when the service is created on a broker.
-    fn created(&self, _broker: &ServiceBroker) {}
-
-    /// Runs when the broker starts, after dependencies are available and before the service's
-    /// actions become callable. An error fails the broker's start.
-    fn started(self: Arc<Self>, _broker: ServiceBroker) -> impl Future<Output = Result<()>> + Send {
-        async { Ok(()) }
-    }
-
-    /// Runs when the broker stops, after the service's actions were withdrawn.
-    fn stopped(self: Arc<Self>, _broker: ServiceBroker) -> impl Future<Output = Result<()>> + Send {
-        async { Ok(()) }
-    }
-}
 
 type ActionBinder<S> = Box<dyn Fn(Arc<S>, Arc<str>) -> ActionHandler + Send + Sync>;
 type EventBinder<S> = Box<dyn Fn(Arc<S>) -> EventHandler + Send + Sync>;
@@ -77,7 +32,7 @@ pub struct ActionDef<S> {
     params: Option<Value>,
 }
 
-impl<S: Service> ActionDef<S> {
+impl<S: Send + Sync + 'static> ActionDef<S> {
     /// An action whose params are deserialized into `P` (a mismatch answers `ValidationError`
     /// 422 naming the field) and whose result `R` is serialized back.
     pub fn new<P, R, F, Fut>(name: &str, handler: F) -> Self
@@ -168,7 +123,7 @@ pub struct EventDef<S> {
     strategy: Option<(String, Value)>,
 }
 
-impl<S: Service> EventDef<S> {
+impl<S: Send + Sync + 'static> EventDef<S> {
     /// A subscription to `name` (a pattern with `*`, `**`, `?` is allowed).
     pub fn new<F, Fut>(name: &str, handler: F) -> Self
     where
@@ -217,7 +172,7 @@ pub struct ServiceSchema<S> {
     events: Vec<EventDef<S>>,
 }
 
-impl<S: Service> ServiceSchema<S> {
+impl<S: Send + Sync + 'static> ServiceSchema<S> {
     /// A schema for a service called `name`.
     pub fn new(name: &str) -> Self {
         Self {
@@ -330,7 +285,7 @@ pub(crate) struct BoundService {
     pub dependency_interval: Option<u64>,
 }
 
-impl<S: Service> ServiceSchema<S> {
+impl<S: Send + Sync + 'static> ServiceSchema<S> {
     /// Checks the schema and binds every handler to `svc`.
     pub(crate) fn bind(self, svc: &Arc<S>) -> Result<BoundService, BrokerError> {
         let invalid = |reason: String| BrokerError::Service {
@@ -464,29 +419,5 @@ fn into_value<R: Serialize + 'static>(result: R) -> Result<Value> {
         return Ok(v.take().expect("slot was just filled"));
     }
     let result = slot.take().expect("slot was just filled");
-    serde_json::to_value(result).map_err(|e| {
-        MoleculerError::server(
-            format!("the handler's result cannot be serialized: {e}"),
-            500,
-            "SERIALIZATION_ERROR",
-            Value::Null,
-        )
-    })
-}
-
-/// A started service's lifecycle hooks, type-erased.
-pub(crate) trait ServiceRuntime: Send + Sync {
-    fn started(&self, broker: ServiceBroker) -> BoxFuture<'static, Result<()>>;
-    fn stopped(&self, broker: ServiceBroker) -> BoxFuture<'static, Result<()>>;
-}
-
-pub(crate) struct Runtime<S>(pub Arc<S>);
-
-impl<S: Service> ServiceRuntime for Runtime<S> {
-    fn started(&self, broker: ServiceBroker) -> BoxFuture<'static, Result<()>> {
-        Box::pin(self.0.clone().started(broker))
-    }
-    fn stopped(&self, broker: ServiceBroker) -> BoxFuture<'static, Result<()>> {
-        Box::pin(self.0.clone().stopped(broker))
-    }
+    serde_json::to_value(result).map_err(MoleculerError::unserializable_result)
 }

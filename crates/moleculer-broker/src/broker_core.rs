@@ -1,0 +1,283 @@
+//! The broker's parts and how they are wired together. Each part holds only the parts below it,
+//! so calls flow one way: lifecycle → cluster → receive side → membership / events / calls →
+//! transit → transporter.
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use futures::future::{self, BoxFuture, Either};
+use moleculer_core::middleware::{CallHandler, CallRequest, EmitHandler, EmitRequest};
+use moleculer_core::service_info::ClientInfo;
+use moleculer_core::{
+    BrokerHandle, CallOptions, Context, EmitOptions, EventType, MoleculerError, NodeId, Result,
+};
+use moleculer_registry::{Node, Registry};
+use serde_json::Value;
+
+use crate::bridges::{DynDiscoverer, DynTransporter};
+use crate::broker_state::StateCell;
+use crate::call_future::CallFuture;
+use crate::call_router::CallRouter;
+use crate::cluster::Cluster;
+use crate::context_tracker::ContextTracker;
+use crate::error::BrokerError;
+use crate::event_bus::EventBus;
+use crate::lifecycle::{Lifecycle, NoHooks};
+use crate::membership::Membership;
+use crate::middleware_bridge::ErasedMiddleware;
+use crate::middleware_chain::MiddlewareChain;
+use crate::node_service::node_service;
+use crate::options::BrokerOptions;
+use crate::shared_registry::SharedRegistry;
+use crate::transit::inbound::Inbound;
+use crate::transit::outbound::Transit;
+
+/// The pluggable parts a broker is built with.
+#[derive(Default)]
+pub(crate) struct Backends {
+    pub transporter: Option<Arc<dyn DynTransporter>>,
+    pub discoverer: Option<Arc<dyn DynDiscoverer>>,
+}
+
+/// Everything a broker is made of; [`ServiceBroker`](crate::ServiceBroker) is a handle to it.
+pub(crate) struct BrokerCore {
+    pub node_id: NodeId,
+    pub instance_id: String,
+    pub options: BrokerOptions,
+    pub registry: Arc<SharedRegistry>,
+    pub middlewares: Arc<MiddlewareChain>,
+    pub calls: CallRouter,
+    pub events: Arc<EventBus>,
+    pub lifecycle: Lifecycle,
+}
+
+/// This node as its own registry describes it.
+fn local_node(node_id: &NodeId, instance_id: &str, options: &BrokerOptions) -> Node {
+    let mut node = Node::new(node_id.clone(), true);
+    node.instance_id = instance_id.to_owned();
+    node.hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    node.ip_list = crate::health::ipv4_addresses();
+    node.client = ClientInfo::rust();
+    node.metadata = options.metadata.clone();
+    node
+}
+
+impl BrokerCore {
+    /// Checks the options and wires the parts.
+    pub fn build(
+        options: BrokerOptions,
+        middlewares: Vec<Arc<dyn ErasedMiddleware>>,
+        backends: Backends,
+    ) -> Result<Arc<Self>, BrokerError> {
+        options.validate()?;
+        let node_id = options
+            .node_id
+            .as_deref()
+            .map_or_else(NodeId::for_this_process, NodeId::new);
+        let instance_id = moleculer_core::node_id::generate_id();
+        let registry = Arc::new(SharedRegistry::new(Registry::new(
+            local_node(&node_id, &instance_id, &options),
+            options.registry_options()?,
+        )));
+        let transit = match backends.transporter {
+            Some(transporter) => Some(Arc::new(Transit::new(
+                node_id.clone(),
+                options.protocol_version()?,
+                options.serializer_kind()?.build(),
+                transporter,
+                &options.transit,
+            ))),
+            None => None,
+        };
+        let state = Arc::new(StateCell::new());
+        let tracker = Arc::new(ContextTracker::default());
+        let events = Arc::new(EventBus::new(
+            node_id.clone(),
+            registry.clone(),
+            transit.clone(),
+        ));
+        let cluster = transit.clone().map(|transit| {
+            let discoverer = backends
+                .discoverer
+                .unwrap_or_else(|| Arc::new(moleculer_discoverer_local::LocalDiscoverer::new()));
+            let membership = Arc::new(Membership::new(
+                instance_id.clone(),
+                &options,
+                registry.clone(),
+                transit.clone(),
+                discoverer,
+                state.clone(),
+            ));
+            let inbound = Arc::new(Inbound::new(
+                transit.clone(),
+                registry.clone(),
+                events.clone(),
+                membership.clone(),
+                state.clone(),
+                tracker.clone(),
+            ));
+            Arc::new(Cluster::new(
+                instance_id.clone(),
+                &options,
+                transit,
+                membership,
+                inbound,
+                registry.clone(),
+                events.clone(),
+            ))
+        });
+        let core = Arc::new_cyclic(|weak: &Weak<BrokerCore>| {
+            let handle: Weak<dyn BrokerHandle> = weak.clone();
+            let middlewares = Arc::new(MiddlewareChain::new(
+                middlewares,
+                call_base(weak.clone()),
+                emit_base(weak.clone()),
+            ));
+            let calls = CallRouter::new(
+                node_id.clone(),
+                &options,
+                registry.clone(),
+                middlewares.clone(),
+                transit,
+                handle.clone(),
+            );
+            let lifecycle = Lifecycle::new(
+                node_id.clone(),
+                &options,
+                state,
+                registry.clone(),
+                middlewares.clone(),
+                events.clone(),
+                cluster,
+                tracker,
+                handle,
+            );
+            BrokerCore {
+                node_id,
+                instance_id,
+                options,
+                registry,
+                middlewares,
+                calls,
+                events,
+                lifecycle,
+            }
+        });
+        if core.options.internal_services {
+            let options = serde_json::to_value(&core.options).unwrap_or(Value::Null);
+            let bound = node_service(&core.registry, options)?;
+            core.lifecycle.add(bound, Arc::new(NoHooks))?;
+        }
+        Ok(core)
+    }
+
+    /// The cluster this broker joins, if it has a transporter.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.lifecycle.cluster()
+    }
+
+    /// A call through the middlewares' `call` hooks (when any) to the router.
+    pub fn call(
+        &self,
+        parent: Option<&Context>,
+        action: &str,
+        params: Value,
+        opts: CallOptions,
+    ) -> CallFuture {
+        match self.middlewares.call_chain() {
+            Some(chain) => CallFuture::boxed(chain(CallRequest {
+                action: action.to_owned(),
+                params,
+                options: opts,
+                parent: parent.cloned(),
+            })),
+            None => self.calls.call(parent, action, params, opts),
+        }
+    }
+
+    /// An event through the middlewares' `emit` hooks (when any) to the event bus.
+    pub fn send_event(
+        &self,
+        parent: Option<&Context>,
+        kind: EventType,
+        event: &str,
+        payload: Value,
+        opts: EmitOptions,
+    ) -> Either<BoxFuture<'static, Result<()>>, impl Future<Output = Result<()>> + Send + 'static>
+    {
+        match self.middlewares.emit_chain() {
+            Some(chain) => Either::Left(chain(EmitRequest {
+                event: event.to_owned(),
+                payload,
+                kind,
+                options: opts,
+                parent: parent.cloned(),
+            })),
+            None => Either::Right(self.events.send(parent, kind, event, payload, opts)),
+        }
+    }
+}
+
+/// The innermost `call` handler, under every middleware: the router.
+fn call_base(core: Weak<BrokerCore>) -> CallHandler {
+    Arc::new(
+        move |req: CallRequest| -> BoxFuture<'static, Result<Value>> {
+            match core.upgrade() {
+                Some(core) => Box::pin(core.calls.call(
+                    req.parent.as_ref(),
+                    &req.action,
+                    req.params,
+                    req.options,
+                )),
+                None => Box::pin(future::ready(Err(MoleculerError::broker_disconnected()))),
+            }
+        },
+    )
+}
+
+/// The innermost `emit` handler, under every middleware: the event bus.
+fn emit_base(core: Weak<BrokerCore>) -> EmitHandler {
+    Arc::new(move |req: EmitRequest| -> BoxFuture<'static, Result<()>> {
+        match core.upgrade() {
+            Some(core) => Box::pin(core.events.send(
+                req.parent.as_ref(),
+                req.kind,
+                &req.event,
+                req.payload,
+                req.options,
+            )),
+            None => Box::pin(future::ready(Err(MoleculerError::broker_disconnected()))),
+        }
+    })
+}
+
+/// What contexts call back into for nested calls and events.
+impl BrokerHandle for BrokerCore {
+    fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    fn call(
+        &self,
+        parent: Option<&Context>,
+        action: &str,
+        params: Value,
+        opts: CallOptions,
+    ) -> BoxFuture<'static, Result<Value>> {
+        BrokerCore::call(self, parent, action, params, opts).into_boxed()
+    }
+
+    fn send_event(
+        &self,
+        parent: Option<&Context>,
+        kind: EventType,
+        event: &str,
+        payload: Value,
+        opts: EmitOptions,
+    ) -> BoxFuture<'static, Result<()>> {
+        match BrokerCore::send_event(self, parent, kind, event, payload, opts) {
+            Either::Left(chained) => chained,
+            Either::Right(direct) => Box::pin(direct),
+        }
+    }
+}
