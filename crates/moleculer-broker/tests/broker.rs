@@ -195,20 +195,28 @@ async fn call_timeout_overrides_and_the_deadline_travels_to_nested_calls() {
         b.create_service(Chain).unwrap();
     })
     .await;
-    // The parent spends all of its 100 ms before calling: the nested call is skipped or the
-    // parent times out, never run past the deadline.
+    // The parent spends all of its 100 ms before calling: on paused time the nested call is
+    // made exactly at the deadline, with no budget left, so it is skipped (not run).
     let opts = CallOptions::default().timeout(Duration::from_millis(100));
     let err = broker
         .call_with("chain.spend", json!({"ms": 100}), opts.clone())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err.name.as_str(),
-            "RequestTimeoutError" | "RequestSkippedError"
-        ),
-        "{err}"
+    assert_eq!((err.name.as_str(), err.code), ("RequestSkippedError", 514));
+    assert_eq!(
+        err.data["action"], "math.add",
+        "the nested call is the one skipped"
     );
+    assert!(!err.retryable);
+    // A parent still busy at its deadline is cut there by its own timer.
+    let started = tokio::time::Instant::now();
+    let err = broker
+        .call_with("chain.spend", json!({"ms": 150}), opts.clone())
+        .await
+        .unwrap_err();
+    assert_eq!((err.name.as_str(), err.code), ("RequestTimeoutError", 504));
+    assert_eq!(err.data["action"], "chain.spend");
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
     // With time left, the nested call runs.
     assert_eq!(
         broker

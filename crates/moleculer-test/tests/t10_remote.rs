@@ -1,9 +1,11 @@
 //! Remote calls and events between brokers over the in-memory transporter, JSON and MsgPack.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_broker::ServiceBroker;
-use moleculer_core::{CallOptions, EmitOptions};
+use moleculer_broker::{Service, ServiceBroker, ServiceSchema};
+use moleculer_core::protocol::PacketType;
+use moleculer_core::{CallOptions, Context, EmitOptions};
 use moleculer_test::services::{Echo, Listener, Recorder};
 use moleculer_test::Cluster;
 use serde_json::json;
@@ -182,33 +184,88 @@ async fn protocol_4_nodes_talk_to_each_other() {
         .wait_for_services(&["echo"], Some(Duration::from_secs(2)))
         .await
         .unwrap();
+    c.bus.capture_payloads();
     assert_eq!(
         c.node(0).call("echo.where", json!({})).await.unwrap()["node"],
         "node-1"
     );
+    c.node(0).broadcast("any.event", json!({})).await.unwrap();
+    // Every packet on the wire says protocol 4, and a REQUEST carries no v5 headers.
+    let mut seen = 0;
+    for kind in [PacketType::Request, PacketType::Response, PacketType::Event] {
+        for bytes in c.bus.payloads(kind) {
+            let packet: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(packet["ver"], "4", "{kind}: {packet}");
+            if kind == PacketType::Request {
+                assert!(packet.get("headers").is_none(), "{packet}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(
+        c.bus.payloads(PacketType::Request).len() == 1
+            && c.bus.payloads(PacketType::Response).len() == 1,
+        "one REQUEST and one RESPONSE on the wire"
+    );
+    assert!(seen >= 2);
     c.stop_all().await;
+}
+
+/// `budget.left` answers the timeout its context got; `budget.spend {ms}` works that long, then
+/// records that it finished.
+struct Budget {
+    finished: Recorder,
+}
+
+impl Service for Budget {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("budget")
+            .raw_action("left", |_s: Arc<Self>, ctx: Context| async move {
+                Ok(ctx.timeout().map(|t| t.as_millis() as u64))
+            })
+            .raw_action("spend", |s: Arc<Self>, ctx: Context| async move {
+                let ms = ctx.params()["ms"].as_u64().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                s.finished.push(json!(ms));
+                Ok(json!(ms))
+            })
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn remote_timeout_and_deadline_travel() {
+    let finished = Recorder::default();
+    let log = finished.clone();
     let c = Cluster::start(
         2,
         |_, b| b,
-        |i, b| {
+        move |i, b| {
             if i == 1 {
-                b.create_service(Echo).unwrap();
+                b.create_service(Budget {
+                    finished: log.clone(),
+                })
+                .unwrap();
             }
         },
     )
     .await;
     c.node(0)
-        .wait_for_services(&["echo"], Some(Duration::from_secs(2)))
+        .wait_for_services(&["budget"], Some(Duration::from_secs(2)))
         .await
         .unwrap();
     let opts = CallOptions::default().timeout(Duration::from_millis(100));
+    // The REQUEST carries the caller's budget into the callee's context.
+    assert_eq!(
+        c.node(0)
+            .call_with("budget.left", json!({}), opts.clone())
+            .await
+            .unwrap(),
+        json!(100)
+    );
+    // The caller gives up at its deadline...
     let err = c
         .node(0)
-        .call_with("echo.sleep", json!({"ms": 500}), opts.clone())
+        .call_with("budget.spend", json!({"ms": 500}), opts.clone())
         .await
         .unwrap_err();
     assert_eq!(err.name, "RequestTimeoutError");
@@ -217,13 +274,22 @@ async fn remote_timeout_and_deadline_travel() {
         0,
         "a timed-out request leaves nothing pending"
     );
+    // ...and the callee, honouring the same budget, cuts its handler there too: it never
+    // reaches the end of its 500 ms of work.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        finished.is_empty(),
+        "the callee ran past the REQUEST's timeout"
+    );
+    // With time left, the call completes.
     assert_eq!(
         c.node(0)
-            .call_with("echo.sleep", json!({"ms": 10}), opts)
+            .call_with("budget.spend", json!({"ms": 10}), opts)
             .await
             .unwrap(),
-        "node-1"
+        json!(10)
     );
+    assert_eq!(finished.take(), vec![json!(10)]);
     c.stop_all().await;
 }
 

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,11 +27,11 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::transporter::{PeerEvent, Shared};
+use crate::peer_state::{PeerEvent, PeerState};
 
 /// The discoverer paired with a [`TcpTransporter`](crate::TcpTransporter).
 pub struct GossipDiscoverer {
-    shared: Arc<Shared>,
+    state: Arc<PeerState>,
     running: Mutex<Option<Running>>,
 }
 
@@ -42,9 +41,9 @@ struct Running {
 }
 
 impl GossipDiscoverer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(state: Arc<PeerState>) -> Self {
         Self {
-            shared,
+            state,
             running: Mutex::new(None),
         }
     }
@@ -56,7 +55,7 @@ impl GossipDiscoverer {
 
 /// The gossip state machine, owned by the timers and the packet handler alike.
 struct Gossip {
-    shared: Arc<Shared>,
+    state: Arc<PeerState>,
     link: Arc<dyn DiscoveryLink>,
 }
 
@@ -68,8 +67,8 @@ impl Gossip {
     /// Our INFO as peers should see it: with our port, the advertised address first in `ipList`.
     fn local_info(&self, at_least_seq: u64) -> NodeInfo {
         let mut info = self.link.local_info();
-        info.port = Some(self.shared.port.load(Ordering::Relaxed));
-        let host = &self.shared.opts.host;
+        info.port = Some(self.state.port());
+        let host = &self.state.opts.host;
         info.ip_list.retain(|ip| ip != host);
         info.ip_list.insert(0, host.clone());
         info.seq = info.seq.max(at_least_seq);
@@ -151,7 +150,7 @@ impl Gossip {
         // that starts after us is found within one gossip period; Moleculer tries one random
         // offline node per round, which takes several periods with a few static peers.
         let waiting: Vec<NodeId> = self
-            .shared
+            .state
             .peers
             .lock()
             .iter()
@@ -350,7 +349,7 @@ impl Gossip {
             .cloned()
             .unwrap_or_else(|| info.hostname.clone());
         if let Ok(ip) = host.parse() {
-            self.shared
+            self.state
                 .learn_address(id, SocketAddr::new(ip, port), false);
         }
     }
@@ -394,11 +393,11 @@ impl Discoverer for GossipDiscoverer {
         timing: DiscoveryTiming,
     ) -> Result<(), TransporterError> {
         let gossip = Arc::new(Gossip {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
             link: link.clone(),
         });
         let mut tasks = Vec::new();
-        let period = self.shared.opts.gossip_period();
+        let period = self.state.opts.gossip_period();
         let g = gossip.clone();
         tasks.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -416,7 +415,7 @@ impl Discoverer for GossipDiscoverer {
                 g.ping_online().await;
             }
         }));
-        if let Some(mut events) = self.shared.events_rx.lock().take() {
+        if let Some(mut events) = self.state.take_events() {
             let g = gossip.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
@@ -438,7 +437,7 @@ impl Discoverer for GossipDiscoverer {
             }));
         }
         // Join at once: greet every static peer now rather than at the first round.
-        let peers: Vec<NodeId> = self.shared.peers.lock().keys().cloned().collect();
+        let peers: Vec<NodeId> = self.state.peers.lock().keys().cloned().collect();
         for peer in &peers {
             gossip.greet(peer).await;
         }
@@ -449,7 +448,7 @@ impl Discoverer for GossipDiscoverer {
     async fn packet_received(&self, packet: Packet) {
         let Some(link) = self.link() else { return };
         let gossip = Gossip {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
             link,
         };
         match packet {
@@ -464,7 +463,7 @@ impl Discoverer for GossipDiscoverer {
     async fn send_local_info(&self, target: Option<NodeId>) {
         let Some(link) = self.link() else { return };
         let gossip = Gossip {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
             link,
         };
         match target {
@@ -486,7 +485,7 @@ impl Discoverer for GossipDiscoverer {
     async fn discover_node(&self, node: NodeId) {
         let Some(link) = self.link() else { return };
         let gossip = Gossip {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
             link,
         };
         let request = gossip.request(&gossip.link.nodes());
@@ -496,7 +495,7 @@ impl Discoverer for GossipDiscoverer {
     async fn discover_all(&self) {
         let Some(link) = self.link() else { return };
         let gossip = Gossip {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
             link,
         };
         gossip.round().await;
@@ -513,7 +512,7 @@ impl Discoverer for GossipDiscoverer {
         // offline with a higher seq: peers (Node.js ones too) drop us at once as an expected
         // stop. A socket that closes without this is taken as a crash.
         let gossip = Gossip {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
             link: running.link,
         };
         let nodes = gossip.link.nodes();
@@ -531,5 +530,340 @@ impl Discoverer for GossipDiscoverer {
         for n in nodes.iter().filter(|n| n.available && !n.local) {
             gossip.send(goodbye.clone(), &n.id).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Gossip request and response handling against a fake broker link: what is sent back and
+    //! what is reported, for each case of Moleculer's `processGossipRequest` / `Response`.
+
+    use futures::future::BoxFuture;
+    use moleculer_core::protocol::ProtocolVersion;
+
+    use super::*;
+    use crate::options::TcpOptions;
+
+    /// A broker as gossip sees it: a fixed node list, and a record of what gossip did.
+    struct FakeLink {
+        me: NodeId,
+        nodes: Vec<NodeDigest>,
+        sent: Mutex<Vec<(Packet, NodeId)>>,
+        reported: Mutex<Vec<DiscoveryEvent>>,
+    }
+
+    impl DiscoveryLink for FakeLink {
+        fn node_id(&self) -> &NodeId {
+            &self.me
+        }
+        fn instance_id(&self) -> &str {
+            "me-instance"
+        }
+        fn namespace(&self) -> &str {
+            ""
+        }
+        fn protocol_version(&self) -> ProtocolVersion {
+            ProtocolVersion::V5
+        }
+        fn local_info(&self) -> NodeInfo {
+            info(3)
+        }
+        fn cpu_usage(&self) -> Option<f64> {
+            None
+        }
+        fn nodes(&self) -> Vec<NodeDigest> {
+            self.nodes.clone()
+        }
+        fn send(
+            &self,
+            packet: Packet,
+            target: Option<NodeId>,
+        ) -> BoxFuture<'static, Result<(), TransporterError>> {
+            self.sent
+                .lock()
+                .push((packet, target.expect("gossip always targets one node")));
+            Box::pin(async { Ok(()) })
+        }
+        fn report(&self, event: DiscoveryEvent) {
+            self.reported.lock().push(event);
+        }
+    }
+
+    fn info(seq: u64) -> NodeInfo {
+        NodeInfo {
+            seq,
+            instance_id: format!("instance-{seq}"),
+            ip_list: vec!["127.0.0.1".into()],
+            port: Some(7000 + seq as u16),
+            ..NodeInfo::default()
+        }
+    }
+
+    /// `me` (local, seq 3) and the given remote nodes: (id, available, seq, cpu_seq).
+    fn gossip(remote: &[(&str, bool, u64, u64)]) -> (Gossip, Arc<FakeLink>) {
+        let mut nodes = vec![digest("me", true, true, 3, 0)];
+        for &(id, available, seq, cpu_seq) in remote {
+            nodes.push(digest(id, false, available, seq, cpu_seq));
+        }
+        let link = Arc::new(FakeLink {
+            me: NodeId::new("me"),
+            nodes,
+            sent: Mutex::new(Vec::new()),
+            reported: Mutex::new(Vec::new()),
+        });
+        let state = Arc::new(PeerState::new(TcpOptions::default()));
+        let gossip = Gossip {
+            state,
+            link: link.clone(),
+        };
+        (gossip, link)
+    }
+
+    fn digest(id: &str, local: bool, available: bool, seq: u64, cpu_seq: u64) -> NodeDigest {
+        NodeDigest {
+            id: NodeId::new(id),
+            local,
+            available,
+            seq,
+            cpu_seq,
+            cpu: Some(10.0),
+            info: available.then(|| info(seq)),
+            hostname: String::new(),
+            ip_list: Vec::new(),
+            port: None,
+        }
+    }
+
+    fn request(
+        from: &str,
+        online: &[(&str, u64, u64)],
+        offline: &[(&str, u64)],
+    ) -> GossipRequestPacket {
+        GossipRequestPacket {
+            online: Some(
+                online
+                    .iter()
+                    .map(|&(id, seq, cpu_seq)| (id.to_owned(), (seq, cpu_seq, 50.0)))
+                    .collect(),
+            ),
+            offline: (!offline.is_empty()).then(|| {
+                offline
+                    .iter()
+                    .map(|&(id, seq)| (id.to_owned(), seq))
+                    .collect()
+            }),
+            ver: "5".into(),
+            sender: NodeId::new(from),
+        }
+    }
+
+    fn response(
+        from: &str,
+        online: &[(&str, Vec<Value>)],
+        offline: &[(&str, u64)],
+    ) -> GossipResponsePacket {
+        GossipResponsePacket {
+            online: (!online.is_empty()).then(|| {
+                online
+                    .iter()
+                    .map(|(id, row)| ((*id).to_owned(), row.clone()))
+                    .collect()
+            }),
+            offline: (!offline.is_empty()).then(|| {
+                offline
+                    .iter()
+                    .map(|&(id, seq)| (id.to_owned(), seq))
+                    .collect()
+            }),
+            ver: "5".into(),
+            sender: NodeId::new(from),
+        }
+    }
+
+    /// The responses gossip sent, as (target, online ids, offline ids).
+    fn responses(link: &FakeLink) -> Vec<(String, Vec<String>, Vec<String>)> {
+        link.sent
+            .lock()
+            .iter()
+            .filter_map(|(p, to)| match p {
+                Packet::GossipResponse(r) => Some((
+                    to.to_string(),
+                    r.online.iter().flatten().map(|(k, _)| k.clone()).collect(),
+                    r.offline.iter().flatten().map(|(k, _)| k.clone()).collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn requests_to(link: &FakeLink) -> Vec<String> {
+        link.sent
+            .lock()
+            .iter()
+            .filter(|(p, _)| matches!(p, Packet::GossipRequest(_)))
+            .map(|(_, to)| to.to_string())
+            .collect()
+    }
+
+    fn is_heartbeat_of(event: &DiscoveryEvent, node: &str) -> bool {
+        matches!(event, DiscoveryEvent::Heartbeat { sender, .. } if sender.as_str() == node)
+    }
+
+    #[tokio::test]
+    async fn a_request_from_an_unknown_peer_gets_our_info_and_what_it_lacks() {
+        let (g, link) = gossip(&[("b", true, 4, 1)]);
+        g.on_request(request("c", &[("c", 1, 0)], &[])).await;
+        let sent = responses(&link);
+        // First our own INFO unasked, then the rows it lacks: us and b.
+        assert_eq!(sent[0], ("c".into(), vec!["me".into()], vec![]));
+        assert_eq!(sent[1], ("c".into(), vec!["b".into(), "me".into()], vec![]));
+        assert!(
+            link.reported.lock().iter().any(|e| is_heartbeat_of(e, "c")),
+            "a REQ proves c alive"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_a_newer_info_is_asked_for_it_at_once() {
+        let (g, link) = gossip(&[("b", true, 4, 1)]);
+        g.on_request(request("b", &[("b", 5, 1), ("me", 3, 0)], &[]))
+            .await;
+        assert_eq!(requests_to(&link), vec!["b".to_string()]);
+        // Nothing newer to tell it: we are up to date on both sides.
+        assert!(responses(&link).is_empty());
+    }
+
+    #[tokio::test]
+    async fn up_to_date_peers_exchange_nothing() {
+        let (g, link) = gossip(&[("b", true, 4, 1)]);
+        g.on_request(request("b", &[("b", 4, 1), ("me", 3, 0)], &[]))
+            .await;
+        assert!(link.sent.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_thinks_we_are_offline_gets_our_info_with_a_higher_seq() {
+        let (g, link) = gossip(&[("b", true, 4, 1)]);
+        g.on_request(request("b", &[("b", 4, 1)], &[("me", 7)]))
+            .await;
+        let reported = link.reported.lock().clone();
+        assert!(
+            reported.contains(&DiscoveryEvent::LocalSeqAtLeast(8)),
+            "{reported:?}"
+        );
+        let sent = link.sent.lock();
+        let Some((Packet::GossipResponse(res), _)) = sent.first() else {
+            panic!("a response: {sent:?}");
+        };
+        let row = &res.online.as_ref().unwrap()["me"];
+        assert_eq!(row[0]["seq"], 8, "our INFO carries seq 8");
+    }
+
+    #[tokio::test]
+    async fn a_node_the_peer_saw_leave_is_dropped_as_an_expected_stop() {
+        let (g, link) = gossip(&[("b", true, 4, 1), ("c", true, 2, 0)]);
+        g.on_request(request("b", &[("b", 4, 1), ("me", 3, 0)], &[("c", 2)]))
+            .await;
+        assert!(link
+            .reported
+            .lock()
+            .contains(&DiscoveryEvent::Disconnected {
+                node: NodeId::new("c"),
+                unexpected: false,
+            }));
+    }
+
+    #[tokio::test]
+    async fn a_higher_cpu_seq_in_a_request_is_taken_a_lower_one_is_corrected() {
+        let (g, link) = gossip(&[("b", true, 4, 5)]);
+        g.on_request(request("b", &[("b", 4, 9), ("me", 3, 0)], &[]))
+            .await;
+        assert!(link.reported.lock().iter().any(|e| matches!(
+            e,
+            DiscoveryEvent::Heartbeat { sender, cpu_seq: Some(9), cpu: Some(c), .. } if sender.as_str() == "b" && *c == 50.0
+        )));
+        let (g, link) = gossip(&[("b", true, 4, 5), ("c", true, 2, 6)]);
+        g.on_request(request("b", &[("b", 4, 5), ("c", 2, 1), ("me", 3, 0)], &[]))
+            .await;
+        let sent = link.sent.lock();
+        let Some((Packet::GossipResponse(res), _)) = sent.first() else {
+            panic!("a response: {sent:?}");
+        };
+        assert_eq!(
+            res.online.as_ref().unwrap()["c"],
+            vec![json!(6), json!(10.0)]
+        );
+    }
+
+    #[test]
+    fn a_response_with_a_newer_info_is_reported_and_its_address_learned() {
+        let (g, link) = gossip(&[("b", true, 4, 1)]);
+        let row = vec![
+            serde_json::to_value(info(6)).unwrap(),
+            json!(2),
+            json!(30.0),
+        ];
+        g.on_response(response("b", &[("b", row)], &[]));
+        let reported = link.reported.lock().clone();
+        assert!(reported.iter().any(|e| matches!(e, DiscoveryEvent::Info { sender, info } if sender.as_str() == "b" && info.seq == 6)));
+        assert_eq!(
+            g.state.address_of(&NodeId::new("b")),
+            Some("127.0.0.1:7006".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_response_with_an_older_info_changes_nothing_but_liveness() {
+        let (g, link) = gossip(&[("b", true, 4, 1)]);
+        let row = vec![
+            serde_json::to_value(info(3)).unwrap(),
+            json!(1),
+            json!(30.0),
+        ];
+        g.on_response(response("b", &[("b", row)], &[]));
+        let reported = link.reported.lock().clone();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert!(is_heartbeat_of(&reported[0], "b"));
+    }
+
+    #[test]
+    fn a_response_listing_a_node_offline_with_a_newer_seq_drops_it() {
+        let (g, link) = gossip(&[("b", true, 4, 1), ("c", true, 2, 0)]);
+        g.on_response(response("b", &[], &[("c", 3), ("me", 99)]));
+        let reported = link.reported.lock().clone();
+        assert!(reported.contains(&DiscoveryEvent::Disconnected {
+            node: NodeId::new("c"),
+            unexpected: false
+        }));
+        assert!(
+            !reported.iter().any(
+                |e| matches!(e, DiscoveryEvent::Disconnected { node, .. } if node.as_str() == "me")
+            ),
+            "a peer's view of us never disconnects us"
+        );
+        let (g, link) = gossip(&[("c", true, 5, 0)]);
+        g.on_response(response("b", &[], &[("c", 4)]));
+        assert!(
+            !link
+                .reported
+                .lock()
+                .iter()
+                .any(|e| matches!(e, DiscoveryEvent::Disconnected { .. })),
+            "an older offline seq is stale news"
+        );
+    }
+
+    #[test]
+    fn a_malformed_row_is_skipped_and_the_rest_applied() {
+        let (g, link) = gossip(&[("b", true, 4, 1), ("c", true, 2, 0)]);
+        let good = vec![serde_json::to_value(info(5)).unwrap(), json!(1), json!(0.0)];
+        g.on_response(response("b", &[("b", vec![json!("x")]), ("c", good)], &[]));
+        let reported = link.reported.lock().clone();
+        assert!(reported
+            .iter()
+            .any(|e| matches!(e, DiscoveryEvent::Info { sender, .. } if sender.as_str() == "c")));
+        assert!(!reported
+            .iter()
+            .any(|e| matches!(e, DiscoveryEvent::Info { sender, .. } if sender.as_str() == "b")));
     }
 }

@@ -17,6 +17,7 @@
 mod discoverer;
 pub mod frame;
 mod options;
+mod peer_state;
 mod transporter;
 mod udp;
 

@@ -2,14 +2,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_core::protocol::{GossipHelloPacket, Packet, PacketType, ProtocolVersion};
-use moleculer_core::serializer::Serializer;
+use moleculer_core::protocol::{GossipHelloPacket, Packet, PacketType};
 use moleculer_core::transporter::{
-    Incoming, IncomingSink, Outgoing, Transporter, TransporterError, TransporterSetup,
+    Incoming, Outgoing, Transporter, TransporterError, TransporterSetup,
 };
 use moleculer_core::NodeId;
 use parking_lot::Mutex;
@@ -18,84 +16,28 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::discoverer::GossipDiscoverer;
 use crate::frame::{self, FrameDecoder};
 use crate::options::TcpOptions;
+use crate::peer_state::{Connected, PeerEvent, PeerState};
+use crate::udp;
 
-/// Something happened to the connection with a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PeerEvent {
-    /// Its socket closed or could not be opened: it is gone.
-    Closed(NodeId),
-    /// It said HELLO on a new connection.
-    Hello(NodeId),
-}
-
-/// Where a peer can be reached.
-#[derive(Debug, Clone)]
-pub(crate) struct Peer {
-    pub addr: Option<SocketAddr>,
-    /// From `urls` or UDP: contacted even while offline.
-    pub static_peer: bool,
-}
-
-pub(crate) struct Connected {
-    pub node_id: NodeId,
-    pub namespace: String,
-    pub incoming: IncomingSink,
-    pub serializer: Arc<dyn Serializer>,
-    pub version: ProtocolVersion,
-}
-
-/// State shared by the transporter and its gossip discoverer.
-pub(crate) struct Shared {
-    pub opts: TcpOptions,
-    pub connected: Mutex<Option<Arc<Connected>>>,
-    pub peers: Mutex<HashMap<NodeId, Peer>>,
+/// The transporter's own connections: one writer per peer, and the tasks it runs.
+struct Connections {
+    state: Arc<PeerState>,
     writers: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Vec<u8>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    pub udp_tasks: Mutex<Vec<JoinHandle<()>>>,
-    pub port: AtomicU16,
-    pub events: mpsc::UnboundedSender<PeerEvent>,
-    pub events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
 }
 
-impl Shared {
-    pub fn new(opts: TcpOptions) -> Self {
-        let (events, events_rx) = mpsc::unbounded_channel();
-        Self {
-            opts,
-            connected: Mutex::new(None),
-            peers: Mutex::new(HashMap::new()),
-            writers: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
-            udp_tasks: Mutex::new(Vec::new()),
-            port: AtomicU16::new(0),
-            events,
-            events_rx: Mutex::new(Some(events_rx)),
-        }
-    }
-
-    /// Records where `node` listens, unless an address is already known.
-    pub fn learn_address(&self, node: &NodeId, addr: SocketAddr, static_peer: bool) {
-        let mut peers = self.peers.lock();
-        let peer = peers.entry(node.clone()).or_insert(Peer {
-            addr: None,
-            static_peer,
-        });
-        if peer.addr.is_none() {
-            peer.addr = Some(addr);
-        }
-        peer.static_peer |= static_peer;
-    }
-
+impl Connections {
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.tasks.lock().push(tokio::spawn(task));
     }
 
     fn hello_frame(&self, conn: &Connected) -> Option<Vec<u8>> {
         let hello = Packet::GossipHello(GossipHelloPacket {
-            host: self.opts.host.clone(),
-            port: self.port.load(Ordering::Relaxed),
+            host: self.state.opts.host.clone(),
+            port: self.state.port(),
             ver: conn.version.as_str().to_owned(),
             sender: conn.node_id.clone(),
         });
@@ -114,15 +56,12 @@ impl Shared {
             }
         }
         let conn = self
-            .connected
-            .lock()
-            .clone()
+            .state
+            .connection()
             .ok_or(TransporterError::NotConnected)?;
         let addr = self
-            .peers
-            .lock()
-            .get(target)
-            .and_then(|p| p.addr)
+            .state
+            .address_of(target)
             .ok_or_else(|| TransporterError::Send {
                 kind: PacketType::Request,
                 reason: format!("no known address for node '{target}'"),
@@ -135,7 +74,7 @@ impl Shared {
             })?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         self.writers.lock().insert(target.clone(), tx.clone());
-        let shared = self.clone();
+        let links = self.clone();
         let node = target.clone();
         // Not tracked in `tasks`: on disconnect the writer drains what was queued, then closes.
         tokio::spawn(async move {
@@ -173,11 +112,11 @@ impl Shared {
                 socket.shutdown().await
             }
             .await;
-            shared.writers.lock().remove(&node);
+            links.writers.lock().remove(&node);
             if let Err(err) = result {
                 tracing::debug!(node = %node, %addr, "connection to peer lost: {err}");
-                if shared.connected.lock().is_some() {
-                    let _ = shared.events.send(PeerEvent::Closed(node));
+                if links.state.is_connected() {
+                    links.state.notify(PeerEvent::Closed(node));
                 }
             }
         });
@@ -189,35 +128,40 @@ impl Shared {
 /// gossip (Moleculer's TCP transporter works with its own gossip, not with heartbeats).
 #[derive(Clone)]
 pub struct TcpTransporter {
-    pub(crate) shared: Arc<Shared>,
+    state: Arc<PeerState>,
+    links: Arc<Connections>,
 }
 
 impl TcpTransporter {
     /// A transporter with these options.
     pub fn new(opts: TcpOptions) -> Self {
-        Self {
-            shared: Arc::new(Shared::new(opts)),
-        }
+        let state = Arc::new(PeerState::new(opts));
+        let links = Arc::new(Connections {
+            state: state.clone(),
+            writers: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        Self { state, links }
     }
 
     /// The gossip discoverer that goes with this transporter.
-    pub fn discoverer(&self) -> crate::discoverer::GossipDiscoverer {
-        crate::discoverer::GossipDiscoverer::new(self.shared.clone())
+    pub fn discoverer(&self) -> GossipDiscoverer {
+        GossipDiscoverer::new(self.state.clone())
     }
 
     /// The port it listens on (after connecting).
     pub fn port(&self) -> u16 {
-        self.shared.port.load(Ordering::Relaxed)
+        self.state.port()
     }
 }
 
 async fn read_connection(
-    shared: Arc<Shared>,
+    state: Arc<PeerState>,
     conn: Arc<Connected>,
     mut socket: TcpStream,
     remote: SocketAddr,
 ) {
-    let mut decoder = FrameDecoder::new(shared.opts.max_packet_size);
+    let mut decoder = FrameDecoder::new(state.opts.max_packet_size);
     let mut peer: Option<NodeId> = None;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -242,12 +186,12 @@ async fn read_connection(
                             } else {
                                 hello.port
                             };
-                            shared.learn_address(
+                            state.learn_address(
                                 &hello.sender,
                                 SocketAddr::new(remote.ip(), port),
                                 false,
                             );
-                            let _ = shared.events.send(PeerEvent::Hello(hello.sender.clone()));
+                            state.notify(PeerEvent::Hello(hello.sender.clone()));
                             peer = Some(hello.sender);
                         }
                     }
@@ -265,8 +209,8 @@ async fn read_connection(
     }
     // The peer closed its connection to us: it stopped or died.
     if let Some(node) = peer {
-        if shared.connected.lock().is_some() {
-            let _ = shared.events.send(PeerEvent::Closed(node));
+        if state.is_connected() {
+            state.notify(PeerEvent::Closed(node));
         }
     }
 }
@@ -277,9 +221,9 @@ impl Transporter for TcpTransporter {
     }
 
     async fn connect(&self, setup: TransporterSetup) -> Result<(), TransporterError> {
-        let shared = &self.shared;
-        let port = shared.opts.listen_port(&setup.node_id);
-        let bind = format!("{}:{port}", shared.opts.bind);
+        let state = &self.state;
+        let port = state.opts.listen_port(&setup.node_id);
+        let bind = format!("{}:{port}", state.opts.bind);
         let listener = TcpListener::bind(&bind)
             .await
             .map_err(|e| TransporterError::Connect {
@@ -292,16 +236,16 @@ impl Transporter for TcpTransporter {
                 address: bind,
                 reason: e.to_string(),
             })?;
-        shared.port.store(local.port(), Ordering::Relaxed);
-        for url in &shared.opts.urls {
+        state.set_port(local.port());
+        for url in &state.opts.urls {
             if *url.node_id != *setup.node_id {
                 if let Ok(addr) = format!("{}:{}", url.host, url.port).parse::<SocketAddr>() {
-                    shared.learn_address(&NodeId::new(&url.node_id), addr, true);
+                    state.learn_address(&NodeId::new(&url.node_id), addr, true);
                 } else if let Ok(mut addrs) =
                     tokio::net::lookup_host((url.host.as_str(), url.port)).await
                 {
                     if let Some(addr) = addrs.next() {
-                        shared.learn_address(&NodeId::new(&url.node_id), addr, true);
+                        state.learn_address(&NodeId::new(&url.node_id), addr, true);
                     }
                 }
             }
@@ -313,25 +257,25 @@ impl Transporter for TcpTransporter {
             serializer: setup.serializer,
             version: setup.version,
         });
-        *shared.connected.lock() = Some(conn.clone());
-        let accept_shared = shared.clone();
-        shared.spawn(async move {
+        *state.connected.lock() = Some(conn.clone());
+        let links = self.links.clone();
+        self.links.spawn(async move {
             loop {
                 let Ok((socket, remote)) = listener.accept().await else {
                     continue;
                 };
                 let _ = socket.set_nodelay(true);
                 let task = tokio::spawn(read_connection(
-                    accept_shared.clone(),
+                    links.state.clone(),
                     conn.clone(),
                     socket,
                     remote,
                 ));
-                accept_shared.tasks.lock().push(task);
+                links.tasks.lock().push(task);
             }
         });
-        if shared.opts.udp_discovery {
-            crate::udp::start(shared.clone()).await;
+        if state.opts.udp_discovery {
+            udp::start(state.clone()).await;
         }
         tracing::info!(port = local.port(), "TCP transporter listening on {local}");
         Ok(())
@@ -345,17 +289,17 @@ impl Transporter for TcpTransporter {
         let Some(frame) = frame::encode(packet.kind, &packet.payload) else {
             return Ok(());
         };
-        if frame.len() > self.shared.opts.max_packet_size {
+        if frame.len() > self.state.opts.max_packet_size {
             return Err(TransporterError::Send {
                 kind: packet.kind,
                 reason: format!(
                     "{} bytes is above the {} byte limit",
                     frame.len(),
-                    self.shared.opts.max_packet_size
+                    self.state.opts.max_packet_size
                 ),
             });
         }
-        let writer = self.shared.writer(&target)?;
+        let writer = self.links.writer(&target)?;
         writer.send(frame).map_err(|_| TransporterError::Send {
             kind: packet.kind,
             reason: format!("connection to '{target}' closed"),
@@ -363,18 +307,18 @@ impl Transporter for TcpTransporter {
     }
 
     async fn disconnect(&self) {
-        self.shared.connected.lock().take();
+        self.state.connected.lock().take();
         for task in self
-            .shared
+            .links
             .tasks
             .lock()
             .drain(..)
-            .chain(self.shared.udp_tasks.lock().drain(..))
+            .chain(self.state.udp_tasks.lock().drain(..))
         {
             task.abort();
         }
         // Dropping the senders lets each writer flush what is queued, then close its socket:
         // that is how peers learn we left (there is no DISCONNECT over TCP).
-        self.shared.writers.lock().clear();
+        self.links.writers.lock().clear();
     }
 }

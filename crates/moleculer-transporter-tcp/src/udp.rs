@@ -4,7 +4,6 @@
 //! inside network namespaces they create, never on the machine's real interfaces.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +11,10 @@ use moleculer_core::NodeId;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use crate::transporter::{PeerEvent, Shared};
+use crate::peer_state::{PeerEvent, PeerState};
 
-fn socket(shared: &Shared) -> std::io::Result<UdpSocket> {
-    let opts = &shared.opts;
+fn socket(state: &PeerState) -> std::io::Result<UdpSocket> {
+    let opts = &state.opts;
     let bind: Ipv4Addr = opts
         .udp_bind_address
         .parse()
@@ -41,45 +40,41 @@ fn socket(shared: &Shared) -> std::io::Result<UdpSocket> {
 }
 
 /// Starts announcing and listening; a failure to open the socket is logged, not fatal.
-pub(crate) async fn start(shared: Arc<Shared>) {
-    let udp = match socket(&shared) {
+pub(crate) async fn start(state: Arc<PeerState>) {
+    let udp = match socket(&state) {
         Ok(udp) => Arc::new(udp),
         Err(err) => {
             tracing::warn!(
-                port = shared.opts.udp_port,
+                port = state.opts.udp_port,
                 "UDP discovery is off: cannot open its socket: {err}"
             );
             return;
         }
     };
-    let target: Option<SocketAddr> = match (&shared.opts.udp_broadcast, &shared.opts.udp_multicast)
-    {
+    let target: Option<SocketAddr> = match (&state.opts.udp_broadcast, &state.opts.udp_multicast) {
         (Some(addr), _) => addr
             .parse::<Ipv4Addr>()
             .ok()
-            .map(|ip| SocketAddr::new(ip.into(), shared.opts.udp_port)),
+            .map(|ip| SocketAddr::new(ip.into(), state.opts.udp_port)),
         (None, Some(group)) => group
             .parse::<Ipv4Addr>()
             .ok()
-            .map(|ip| SocketAddr::new(ip.into(), shared.opts.udp_port)),
+            .map(|ip| SocketAddr::new(ip.into(), state.opts.udp_port)),
         (None, None) => None,
     };
-    let (node_id, namespace) = match shared.connected.lock().as_ref() {
+    let (node_id, namespace) = match state.connected.lock().as_ref() {
         Some(c) => (c.node_id.clone(), c.namespace.clone()),
         None => return,
     };
     let sender = udp.clone();
-    let announce_shared = shared.clone();
-    let announcement = format!(
-        "{namespace}|{node_id}|{}",
-        shared.port.load(Ordering::Relaxed)
-    );
-    let period = Duration::from_secs_f64(shared.opts.udp_period.max(1.0));
+    let announce_state = state.clone();
+    let announcement = format!("{namespace}|{node_id}|{}", state.port());
+    let period = Duration::from_secs_f64(state.opts.udp_period.max(1.0));
     let announcer = tokio::spawn(async move {
         let Some(target) = target else { return };
         // At once (join fast), then every period.
         loop {
-            if announce_shared.connected.lock().is_none() {
+            if !announce_state.is_connected() {
                 return;
             }
             if let Err(err) = sender.send_to(announcement.as_bytes(), target).await {
@@ -88,9 +83,9 @@ pub(crate) async fn start(shared: Arc<Shared>) {
             tokio::time::sleep(period).await;
         }
     });
-    let listen_shared = shared.clone();
+    let listen_state = state.clone();
     let listener = tokio::spawn(async move {
-        let shared = listen_shared;
+        let state = listen_state;
         let mut buf = [0u8; 512];
         loop {
             let Ok((n, from)) = udp.recv_from(&mut buf).await else {
@@ -111,15 +106,15 @@ pub(crate) async fn start(shared: Arc<Shared>) {
                 continue;
             };
             let node = NodeId::new(id);
-            let known = shared.peers.lock().contains_key(&node);
-            shared.learn_address(&node, SocketAddr::new(from.ip(), port), true);
+            let known = state.peers.lock().contains_key(&node);
+            state.learn_address(&node, SocketAddr::new(from.ip(), port), true);
             if !known {
                 // Treat it like a HELLO: the discoverer greets new peers at once.
-                let _ = shared.events.send(PeerEvent::Hello(node));
+                state.notify(PeerEvent::Hello(node));
             }
         }
     });
-    let mut tasks = shared.udp_tasks.lock();
+    let mut tasks = state.udp_tasks.lock();
     tasks.push(announcer);
     tasks.push(listener);
 }

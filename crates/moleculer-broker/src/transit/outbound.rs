@@ -321,3 +321,113 @@ impl Transit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use moleculer_core::transporter::{Transporter, TransporterSetup};
+    use moleculer_core::{BrokerHandle, ContextTarget};
+
+    use super::*;
+
+    /// A transporter whose every send fails with `error`.
+    struct Failing(TransporterError);
+
+    impl Transporter for Failing {
+        fn name(&self) -> &'static str {
+            "failing"
+        }
+        async fn connect(&self, _: TransporterSetup) -> Result<(), TransporterError> {
+            Ok(())
+        }
+        async fn send(&self, _: Outgoing) -> Result<(), TransporterError> {
+            Err(self.0.clone())
+        }
+        async fn disconnect(&self) {}
+    }
+
+    fn transit(error: TransporterError) -> Transit {
+        Transit::new(
+            NodeId::new("caller"),
+            ProtocolVersion::V5,
+            Arc::new(moleculer_core::serializer::Json),
+            Arc::new(Failing(error)),
+            &TransitSettings::default(),
+        )
+    }
+
+    fn call_to(node: &str) -> Context {
+        let target = Arc::new(ContextTarget {
+            broker: Weak::<crate::broker_core::BrokerCore>::new() as Weak<dyn BrokerHandle>,
+            local_node: NodeId::new(node),
+            service: "math".into(),
+            action: Some("math.add".into()),
+        });
+        Context::for_call(
+            target,
+            None,
+            Origin::child_of(None),
+            Value::Null,
+            Meta::new(),
+            Meta::new(),
+            Some(Duration::from_secs(1)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_keeps_its_cause_and_leaves_nothing_pending() {
+        let transit = transit(TransporterError::Send {
+            kind: moleculer_core::protocol::PacketType::Request,
+            reason: "connection to 'b' closed".into(),
+        });
+        let err = transit.request(&call_to("b")).await.unwrap_err();
+        assert_eq!(
+            (err.name.as_str(), err.code),
+            ("BrokerDisconnectedError", 502)
+        );
+        assert!(err.retryable);
+        assert!(
+            err.message.contains("connection to 'b' closed") && err.message.contains("'math.add'"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.data["nodeID"], "b");
+        assert_eq!(transit.pending_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_disconnected_transporter_is_moleculers_broker_disconnected() {
+        let transit = transit(TransporterError::NotConnected);
+        let err = transit.request(&call_to("b")).await.unwrap_err();
+        assert_eq!(err, MoleculerError::broker_disconnected());
+        assert_eq!(transit.pending_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_caller_leaves_nothing_pending() {
+        // A transporter that accepts: the request waits for an answer that never comes.
+        let waiting = Transit::new(
+            NodeId::new("caller"),
+            ProtocolVersion::V5,
+            Arc::new(moleculer_core::serializer::Json),
+            Arc::new(moleculer_core::memory_transporter::MemoryBus::new().transporter()),
+            &TransitSettings::default(),
+        );
+        waiting
+            .transporter
+            .connect(TransporterSetup::new(
+                NodeId::new("caller"),
+                "",
+                tokio::sync::mpsc::unbounded_channel().0,
+            ))
+            .await
+            .unwrap();
+        let ctx = call_to("b");
+        let mut call = Box::pin(waiting.request(&ctx));
+        assert!(futures::poll!(call.as_mut()).is_pending());
+        assert_eq!(waiting.pending_count(), 1);
+        drop(call);
+        assert_eq!(waiting.pending_count(), 0);
+    }
+}

@@ -1,0 +1,115 @@
+//! What the TCP transporter, its gossip discoverer and UDP discovery share: the connection to
+//! the broker, where each peer listens, and the peer events the transporter raises.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use moleculer_core::protocol::ProtocolVersion;
+use moleculer_core::serializer::Serializer;
+use moleculer_core::transporter::IncomingSink;
+use moleculer_core::NodeId;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::options::TcpOptions;
+
+/// Something happened to the connection with a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PeerEvent {
+    /// Its socket closed or could not be opened: it is gone.
+    Closed(NodeId),
+    /// It said HELLO on a new connection (or UDP announced it).
+    Hello(NodeId),
+}
+
+/// Where a peer can be reached.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub addr: Option<SocketAddr>,
+    /// From `urls` or UDP: contacted even while offline.
+    pub static_peer: bool,
+}
+
+/// The broker's side of a connected transporter.
+pub(crate) struct Connected {
+    pub node_id: NodeId,
+    pub namespace: String,
+    pub incoming: IncomingSink,
+    pub serializer: Arc<dyn Serializer>,
+    pub version: ProtocolVersion,
+}
+
+/// State shared by the transporter, the gossip discoverer and UDP discovery.
+pub(crate) struct PeerState {
+    pub opts: TcpOptions,
+    pub connected: Mutex<Option<Arc<Connected>>>,
+    pub peers: Mutex<HashMap<NodeId, Peer>>,
+    port: AtomicU16,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
+    pub udp_tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl PeerState {
+    pub fn new(opts: TcpOptions) -> Self {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        Self {
+            opts,
+            connected: Mutex::new(None),
+            peers: Mutex::new(HashMap::new()),
+            port: AtomicU16::new(0),
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
+            udp_tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The port this node listens on (0 before connecting).
+    pub fn port(&self) -> u16 {
+        self.port.load(Ordering::Relaxed)
+    }
+
+    pub fn set_port(&self, port: u16) {
+        self.port.store(port, Ordering::Relaxed);
+    }
+
+    /// The broker's side, while connected.
+    pub fn connection(&self) -> Option<Arc<Connected>> {
+        self.connected.lock().clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.lock().is_some()
+    }
+
+    /// Records where `node` listens, unless an address is already known.
+    pub fn learn_address(&self, node: &NodeId, addr: SocketAddr, static_peer: bool) {
+        let mut peers = self.peers.lock();
+        let peer = peers.entry(node.clone()).or_insert(Peer {
+            addr: None,
+            static_peer,
+        });
+        if peer.addr.is_none() {
+            peer.addr = Some(addr);
+        }
+        peer.static_peer |= static_peer;
+    }
+
+    /// Where `node` listens, if known.
+    pub fn address_of(&self, node: &NodeId) -> Option<SocketAddr> {
+        self.peers.lock().get(node).and_then(|p| p.addr)
+    }
+
+    /// Raises a peer event for the discoverer (dropped once nobody listens).
+    pub fn notify(&self, event: PeerEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The peer events, for the discoverer (taken once).
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<PeerEvent>> {
+        self.events_rx.lock().take()
+    }
+}
