@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::error::{MoleculerError, Result};
-use crate::node_id::{generate_id, NodeId};
+use crate::node_id::{generate_shared_id, NodeId};
 
 /// Request metadata: a JSON object that travels with a call and merges back into the caller.
 pub type Meta = Map<String, Value>;
@@ -360,7 +360,7 @@ impl Context {
 
     /// The context id (generated on first use).
     pub fn id(&self) -> &Arc<str> {
-        self.0.id.get_or_init(|| Arc::from(generate_id()))
+        self.0.id.get_or_init(generate_shared_id)
     }
 
     /// The id of the root request this context belongs to.

@@ -108,6 +108,12 @@ pub fn generate_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// [`generate_id`] as a shared string, with one allocation (contexts keep their ids this way).
+pub fn generate_shared_id() -> std::sync::Arc<str> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    std::sync::Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use moleculer_core::protocol::{
-    EventPacket, Packet, PingPacket, PongPacket, ProtocolVersion, RequestPacket, ResponsePacket,
+    EventPacket, Packet, PacketType, PingPacket, PongPacket, ProtocolVersion, RequestRef,
+    ResponsePacket,
 };
 use moleculer_core::serializer::Serializer;
 use moleculer_core::transporter::{Outgoing, TransporterError};
@@ -135,44 +136,59 @@ impl Transit {
             .await
     }
 
-    /// The REQUEST for a call context: everything the callee needs to rebuild it.
-    fn request_packet(&self, ctx: &Context) -> RequestPacket {
-        RequestPacket {
-            id: ctx.id().to_string(),
-            action: ctx.action().unwrap_or_default().to_owned(),
-            params: ctx.params().clone(),
-            meta: ctx.meta(),
-            headers: self.version.has_headers().then(|| ctx.headers().clone()),
-            timeout: ctx.timeout().map(|t| t.as_secs_f64() * 1000.0),
-            level: ctx.level(),
-            tracing: None,
-            parent_id: ctx.parent_id().map(str::to_owned),
-            request_id: Some(ctx.request_id().to_string()),
-            caller: ctx.caller().map(str::to_owned),
-            stream: Some(false),
-            seq: None,
-            ver: self.ver(),
-            sender: self.node_id.clone(),
-        }
+    /// Encodes the REQUEST for a call context: everything the callee needs to rebuild it,
+    /// borrowed from the context (params and meta are not copied).
+    fn encode_request(&self, ctx: &Context) -> Result<Vec<u8>, TransporterError> {
+        let request_id = ctx.request_id();
+        let ver = self.version.as_str();
+        ctx.with_meta(|meta| {
+            self.serializer.encode_request(&RequestRef {
+                id: ctx.id(),
+                action: ctx.action().unwrap_or_default(),
+                params: ctx.params(),
+                meta,
+                headers: self.version.has_headers().then(|| ctx.headers()),
+                timeout: ctx.timeout().map(|t| t.as_secs_f64() * 1000.0),
+                level: ctx.level(),
+                tracing: None,
+                parent_id: ctx.parent_id(),
+                request_id: Some(request_id),
+                caller: ctx.caller(),
+                stream: Some(false),
+                seq: None,
+                ver,
+                sender: &self.node_id,
+            })
+        })
+        .map_err(|e| TransporterError::Send {
+            kind: PacketType::Request,
+            reason: e.to_string(),
+        })
     }
 
     /// Sends the REQUEST for `ctx` to the node that runs its action and waits for the answer,
     /// at most the context's timeout. The request is rejected at once if that node leaves.
     pub async fn request(&self, ctx: &Context) -> Reply {
-        let request = self.request_packet(ctx);
         let target = ctx.local_node_id();
-        let rx = self
-            .pending
-            .add(request.id.clone(), target, &request.action)?;
+        let action = ctx.action().unwrap_or_default();
+        let rx = self.pending.add(ctx.id().clone(), target, action)?;
         let guard = PendingGuard {
             transit: self,
             id: ctx.id(),
         };
-        let action = ctx.action().unwrap_or_default();
-        if let Err(err) = self
-            .send(Packet::Request(request), Some(target.clone()))
-            .await
-        {
+        let sent = match self.encode_request(ctx) {
+            Ok(payload) => {
+                self.transporter
+                    .send(Outgoing {
+                        kind: PacketType::Request,
+                        target: Some(target.clone()),
+                        payload,
+                    })
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = sent {
             tracing::warn!(node = %target, action, "cannot send a request: {err}");
             return Err(match err {
                 TransporterError::NotConnected => MoleculerError::broker_disconnected(),

@@ -1,6 +1,7 @@
 //! Requests sent to other nodes and not answered yet, bounded by `transit.maxQueueSize`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use moleculer_core::{Meta, MoleculerError, NodeId, Result};
@@ -18,7 +19,7 @@ struct Pending {
 
 /// The pending requests, by request id.
 pub(crate) struct PendingRequests {
-    map: DashMap<String, Pending>,
+    map: DashMap<Arc<str>, Pending>,
     /// Entries in `map`, reserved before inserting so the limit holds under concurrency.
     count: AtomicUsize,
     limit: usize,
@@ -35,7 +36,12 @@ impl PendingRequests {
 
     /// Registers request `id` to `node`; its answer arrives on the returned receiver. A full
     /// queue answers `QueueIsFullError` and registers nothing.
-    pub fn add(&self, id: String, node: &NodeId, action: &str) -> Result<oneshot::Receiver<Reply>> {
+    pub fn add(
+        &self,
+        id: Arc<str>,
+        node: &NodeId,
+        action: &str,
+    ) -> Result<oneshot::Receiver<Reply>> {
         let before = self.count.fetch_add(1, Ordering::AcqRel);
         if before >= self.limit {
             self.count.fetch_sub(1, Ordering::AcqRel);
@@ -80,7 +86,7 @@ impl PendingRequests {
 
     /// Rejects every request pending on `node` with `RequestRejectedError`; returns how many.
     pub fn reject_for(&self, node: &str) -> usize {
-        let ids: Vec<String> = self
+        let ids: Vec<Arc<str>> = self
             .map
             .iter()
             .filter(|p| *p.node == *node)
@@ -100,7 +106,7 @@ impl PendingRequests {
 
     /// Rejects everything pending with `BrokerDisconnectedError` (the broker stops).
     pub fn reject_all(&self) {
-        let ids: Vec<String> = self.map.iter().map(|p| p.key().clone()).collect();
+        let ids: Vec<Arc<str>> = self.map.iter().map(|p| p.key().clone()).collect();
         for id in ids {
             if let Some(p) = self.take(&id) {
                 let _ = p.reply.send(Err(MoleculerError::broker_disconnected()));
@@ -116,8 +122,6 @@ impl PendingRequests {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::json;
 
     use super::*;
@@ -181,7 +185,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut kept = Vec::new();
                     for i in 0..50 {
-                        if let Ok(rx) = pending.add(format!("{t}-{i}"), &node("b"), "x.y") {
+                        if let Ok(rx) = pending.add(format!("{t}-{i}").into(), &node("b"), "x.y") {
                             kept.push(rx);
                         }
                     }

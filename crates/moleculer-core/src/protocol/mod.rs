@@ -27,7 +27,7 @@ pub use packet::{topic_name, topic_prefix, Packet};
 pub use packet_type::PacketType;
 pub use ping::PingPacket;
 pub use pong::PongPacket;
-pub use request::RequestPacket;
+pub use request::{RequestPacket, RequestRef};
 pub use response::ResponsePacket;
 
 /// A protocol version this crate speaks.

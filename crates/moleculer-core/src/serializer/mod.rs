@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub use json::Json;
 pub use msgpack::MsgPack;
 
-use crate::protocol::{Packet, PacketType};
+use crate::protocol::{Packet, PacketType, RequestRef};
 
 /// Why a packet could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -55,6 +55,8 @@ pub trait Serializer: Send + Sync + fmt::Debug + 'static {
     fn name(&self) -> &'static str;
     /// Encodes a packet.
     fn encode(&self, packet: &Packet) -> Result<Vec<u8>, SerializerError>;
+    /// Encodes a REQUEST from borrowed parts (the call path: no copy of params or meta).
+    fn encode_request(&self, request: &RequestRef<'_>) -> Result<Vec<u8>, SerializerError>;
     /// Decodes a packet of the given type.
     fn decode(&self, kind: PacketType, bytes: &[u8]) -> Result<Packet, SerializerError>;
 
@@ -144,6 +146,14 @@ impl<F: Format> Serializer for F {
         let kind = packet.kind();
         dispatch_encode!(packet, F::to_vec).map_err(|reason| SerializerError::Encode {
             kind,
+            serializer: F::NAME,
+            reason,
+        })
+    }
+
+    fn encode_request(&self, request: &RequestRef<'_>) -> Result<Vec<u8>, SerializerError> {
+        F::to_vec(request).map_err(|reason| SerializerError::Encode {
+            kind: PacketType::Request,
             serializer: F::NAME,
             reason,
         })
