@@ -177,6 +177,7 @@ impl BrokerCore {
     }
 
     /// A call through the middlewares' `call` hooks (when any) to the router.
+    #[inline]
     pub fn call(
         &self,
         parent: Option<&Context>,

@@ -17,6 +17,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Starts a handler, turning a panic in its synchronous part (before its first `.await`) into
 /// an error future. Panics while the future runs are caught by whoever polls it.
+#[inline]
 pub(crate) fn start_handler<T: Send + 'static>(
     run: impl FnOnce() -> BoxFuture<'static, Result<T>>,
     what: &str,

@@ -225,6 +225,7 @@ pub struct Origin {
 impl Origin {
     /// A root call or event made on this node (`None`), or one made from `parent`'s handler:
     /// same request id, one level deeper, `parent`'s service as the caller.
+    #[inline]
     pub fn child_of(parent: Option<&Context>) -> Self {
         match parent {
             None => Origin {
@@ -243,6 +244,7 @@ impl Origin {
 
     /// The same origin, as seen by a node that `node` asked.
     #[must_use]
+    #[inline]
     pub fn from_node(mut self, node: NodeId) -> Self {
         self.caller_node = Some(node);
         self
@@ -288,6 +290,7 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// The context of an action call. Its deadline is `timeout` from now; `id` is the
     /// request's id for a call from another node, and generated on first use otherwise.
+    #[inline]
     pub fn for_call(
         target: Arc<ContextTarget>,
         id: Option<Arc<str>>,
@@ -304,6 +307,7 @@ impl Context {
     }
 
     /// The context of one event delivery (events have no timeout).
+    #[inline]
     pub fn for_event(
         target: Arc<ContextTarget>,
         origin: Origin,
@@ -326,6 +330,7 @@ impl Context {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn build(
         target: Arc<ContextTarget>,
         given_id: Option<Arc<str>>,
