@@ -18,6 +18,7 @@ use crate::bridges::{DynDiscoverer, DynTransporter};
 use crate::broker_state::StateCell;
 use crate::call_future::CallFuture;
 use crate::call_router::CallRouter;
+use crate::circuit_breaker::CircuitBreaker;
 use crate::cluster::Cluster;
 use crate::context_tracker::ContextTracker;
 use crate::error::BrokerError;
@@ -46,7 +47,7 @@ pub(crate) struct BrokerCore {
     pub options: BrokerOptions,
     pub registry: Arc<SharedRegistry>,
     pub middlewares: Arc<MiddlewareChain>,
-    pub calls: CallRouter,
+    pub calls: Arc<CallRouter>,
     pub events: Arc<EventBus>,
     pub lifecycle: Lifecycle,
 }
@@ -96,6 +97,8 @@ impl BrokerCore {
             registry.clone(),
             transit.clone(),
         ));
+        let breaker =
+            CircuitBreaker::new(options.circuit_breaker, registry.clone(), events.clone());
         let cluster = transit.clone().map(|transit| {
             let discoverer = backends
                 .discoverer
@@ -107,6 +110,7 @@ impl BrokerCore {
                 transit.clone(),
                 discoverer,
                 state.clone(),
+                breaker.clone(),
             ));
             let inbound = Arc::new(Inbound::new(
                 transit.clone(),
@@ -139,6 +143,7 @@ impl BrokerCore {
                 registry.clone(),
                 middlewares.clone(),
                 transit,
+                breaker,
                 handle.clone(),
             );
             let lifecycle = Lifecycle::new(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moleculer_core::transporter::Transporter;
-use moleculer_core::{Discoverer, Middleware};
+use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, Discoverer, Middleware, RetryPolicy};
 use serde_json::Value;
 
 use crate::broker::ServiceBroker;
@@ -47,6 +47,27 @@ impl ServiceBrokerBuilder {
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.options.request_timeout = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// The broker's retry policy (Moleculer's `retryPolicy`).
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry_policy = policy;
+        self
+    }
+
+    /// The broker's circuit breaker settings (Moleculer's `circuitBreaker`).
+    #[must_use]
+    pub fn circuit_breaker(mut self, options: CircuitBreakerOptions) -> Self {
+        self.options.circuit_breaker = options;
+        self
+    }
+
+    /// The bulkhead of every local action and event handler (Moleculer's `bulkhead`).
+    #[must_use]
+    pub fn bulkhead(mut self, options: BulkheadOptions) -> Self {
+        self.options.bulkhead = options;
         self
     }
 

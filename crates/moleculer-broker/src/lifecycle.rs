@@ -6,12 +6,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::{self, BoxFuture};
-use moleculer_core::{BrokerHandle, ContextTarget, NodeId, Result};
+use moleculer_core::{BrokerHandle, BulkheadOptions, ContextTarget, NodeId, Result};
 use moleculer_registry::LocalService;
 use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::broker_state::{BrokerState, StateCell};
+use crate::bulkhead::Bulkhead;
 use crate::cluster::Cluster;
 use crate::context_tracker::ContextTracker;
 use crate::error::BrokerError;
@@ -66,6 +67,8 @@ pub(crate) struct Lifecycle {
     dependency_interval: u64,
     stop_delay: Duration,
     drain_limit: Duration,
+    /// The broker's bulkhead settings, under each action's and event handler's own.
+    bulkhead: BulkheadOptions,
 }
 
 impl Lifecycle {
@@ -98,6 +101,7 @@ impl Lifecycle {
                 .request_timeout()
                 .unwrap_or(Duration::from_secs(10))
                 .max(Duration::from_millis(100)),
+            bulkhead: options.bulkhead,
         }
     }
 
@@ -132,13 +136,23 @@ impl Lifecycle {
         let service: Arc<str> = Arc::from(full_name.as_str());
         let mut actions = HashMap::new();
         for (info, handler) in bound.actions {
-            let handler = self.middlewares.local_action(handler, &info);
+            let mut handler = self.middlewares.local_action(handler, &info);
+            let bulkhead = info.bulkhead.unwrap_or_default().over(&self.bulkhead);
+            if bulkhead.is_enabled() {
+                handler =
+                    Bulkhead::new(&info.name, self.node_id.clone(), &bulkhead).wrap_action(handler);
+            }
             let target = self.target(&service, Some(Arc::from(info.name.as_str())));
             actions.insert(info.name.clone(), LocalAction { handler, target });
         }
         let mut events = HashMap::new();
         for (info, handler) in bound.events {
-            let handler = self.middlewares.local_event(handler, &info);
+            let mut handler = self.middlewares.local_event(handler, &info);
+            let bulkhead = info.bulkhead.unwrap_or_default().over(&self.bulkhead);
+            if bulkhead.is_enabled() {
+                handler =
+                    Bulkhead::new(&info.name, self.node_id.clone(), &bulkhead).wrap_event(handler);
+            }
             let target = self.target(&service, None);
             events.insert(info.name.clone(), LocalSubscription { handler, target });
         }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::bridges::DynDiscoverer;
 use crate::broker_state::{BrokerState, StateCell};
+use crate::circuit_breaker::CircuitBreaker;
 use crate::health::CpuSampler;
 use crate::node_id_conflict::{NodeIdConflict, Verdict};
 use crate::options::BrokerOptions;
@@ -40,6 +41,7 @@ pub(crate) struct Membership {
     transit: Arc<Transit>,
     discoverer: Arc<dyn DynDiscoverer>,
     state: Arc<StateCell>,
+    breaker: Arc<CircuitBreaker>,
     conflict: Mutex<NodeIdConflict>,
     info_pending: AtomicBool,
     cpu: CpuSampler,
@@ -58,6 +60,7 @@ impl Membership {
         transit: Arc<Transit>,
         discoverer: Arc<dyn DynDiscoverer>,
         state: Arc<StateCell>,
+        breaker: Arc<CircuitBreaker>,
     ) -> Self {
         let (discovery, discovery_rx) = mpsc::unbounded_channel();
         let (notices, notices_rx) = mpsc::unbounded_channel();
@@ -74,6 +77,7 @@ impl Membership {
             transit,
             discoverer,
             state,
+            breaker,
             conflict: Mutex::new(NodeIdConflict::default()),
             info_pending: AtomicBool::new(false),
             cpu: CpuSampler::default(),
@@ -210,6 +214,7 @@ impl Membership {
             return;
         };
         let rejected = self.transit.reject_pending_for(node);
+        self.breaker.forget_node(node);
         tracing::info!(node, unexpected, rejected, "node disconnected");
         self.registry.changed();
         self.notice(

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use moleculer_core::fault_tolerance::InvalidSetting;
 use moleculer_core::protocol::ProtocolVersion;
 use moleculer_core::serializer::SerializerKind;
+use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, RetryPolicy};
 use moleculer_registry::{RegistryOptions, StrategyConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -59,6 +61,14 @@ pub struct BrokerOptions {
     pub metadata: Value,
     /// Packet serializer: `JSON` (default), `MsgPack` or `Notepack`. All nodes must agree.
     pub serializer: String,
+    /// Retrying failed calls (off by default); actions and calls may lay their own over it.
+    pub retry_policy: RetryPolicy,
+    /// Switching off failing endpoints (off by default).
+    pub circuit_breaker: CircuitBreakerOptions,
+    /// Limiting concurrent executions of each local action and event handler (off by default).
+    pub bulkhead: BulkheadOptions,
+    /// Waiting for work in progress when stopping.
+    pub tracking: TrackingSettings,
 }
 
 impl Default for BrokerOptions {
@@ -82,6 +92,30 @@ impl Default for BrokerOptions {
             dependency_timeout: 0,
             metadata: Value::Object(Default::default()),
             serializer: "JSON".into(),
+            retry_policy: RetryPolicy::default(),
+            circuit_breaker: CircuitBreakerOptions::default(),
+            bulkhead: BulkheadOptions::default(),
+            tracking: TrackingSettings::default(),
+        }
+    }
+}
+
+/// The `tracking` section: what a stopping broker waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TrackingSettings {
+    /// Wait for the requests and events in progress before stopping the services. On by
+    /// default (Moleculer's default is off); the cost is a counter per call.
+    pub enabled: bool,
+    /// The longest wait, in milliseconds.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for TrackingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            shutdown_timeout: 5000,
         }
     }
 }
@@ -199,6 +233,17 @@ impl BrokerOptions {
                 "must be at least 1024 bytes",
             ));
         }
+        let section =
+            |name: &str, e: InvalidSetting| invalid(&format!("{name}.{}", e.key), e.reason);
+        self.retry_policy
+            .validate()
+            .map_err(|e| section("retryPolicy", e))?;
+        self.circuit_breaker
+            .validate()
+            .map_err(|e| section("circuitBreaker", e))?;
+        self.bulkhead
+            .validate()
+            .map_err(|e| section("bulkhead", e))?;
         Ok(())
     }
 
@@ -301,6 +346,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`registry.strategyOptions`"));
+    }
+
+    #[test]
+    fn fault_tolerance_contradictions_name_the_key() {
+        let cases = [
+            (
+                json!({"retryPolicy": {"enabled": true, "delay": 500, "maxDelay": 100}}),
+                "`retryPolicy.maxDelay`",
+            ),
+            (
+                json!({"retryPolicy": {"factor": 0.5}}),
+                "`retryPolicy.factor`",
+            ),
+            (
+                json!({"circuitBreaker": {"threshold": 2}}),
+                "`circuitBreaker.threshold`",
+            ),
+            (
+                json!({"circuitBreaker": {"windowTime": 0}}),
+                "`circuitBreaker.windowTime`",
+            ),
+            (
+                json!({"bulkhead": {"enabled": true, "concurrency": 0}}),
+                "`bulkhead.concurrency`",
+            ),
+        ];
+        for (config, key) in cases {
+            let o: BrokerOptions = serde_json::from_value(config.clone()).unwrap();
+            let err = o.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{config}: {err}");
+        }
+        let err = serde_json::from_value::<BrokerOptions>(json!({"retryPolicy": {"retries": -1}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("-1"), "{err}");
     }
 
     #[test]

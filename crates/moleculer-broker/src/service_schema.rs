@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use futures::future::{self, BoxFuture};
 use moleculer_core::context::deserialize_params;
+use moleculer_core::fault_tolerance::InvalidSetting;
 use moleculer_core::middleware::{ActionHandler, EventHandler};
 use moleculer_core::service_info::{
     versioned_name, ActionInfo, EventInfo, ServiceInfo, Version, Visibility,
 };
-use moleculer_core::{Context, MoleculerError, Result};
+use moleculer_core::{
+    BulkheadOptions, CircuitBreakerOptions, Context, MoleculerError, Result, RetryPolicy,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -21,6 +24,8 @@ use crate::error::BrokerError;
 
 type ActionBinder<S> = Box<dyn Fn(Arc<S>, Arc<str>) -> ActionHandler + Send + Sync>;
 type EventBinder<S> = Box<dyn Fn(Arc<S>) -> EventHandler + Send + Sync>;
+type FallbackFn<S> =
+    Arc<dyn Fn(Arc<S>, Context, MoleculerError) -> BoxFuture<'static, Result<Value>> + Send + Sync>;
 
 /// One action of a service, with its options.
 pub struct ActionDef<S> {
@@ -30,6 +35,10 @@ pub struct ActionDef<S> {
     timeout: Option<Duration>,
     strategy: Option<(String, Value)>,
     params: Option<Value>,
+    retry_policy: Option<RetryPolicy>,
+    circuit_breaker: Option<CircuitBreakerOptions>,
+    bulkhead: Option<BulkheadOptions>,
+    fallback: Option<FallbackFn<S>>,
 }
 
 impl<S: Send + Sync + 'static> ActionDef<S> {
@@ -83,6 +92,10 @@ impl<S: Send + Sync + 'static> ActionDef<S> {
             timeout: None,
             strategy: None,
             params: None,
+            retry_policy: None,
+            circuit_breaker: None,
+            bulkhead: None,
+            fallback: None,
         }
     }
 
@@ -113,6 +126,61 @@ impl<S: Send + Sync + 'static> ActionDef<S> {
         self.params = Some(schema);
         self
     }
+
+    /// Its retry settings, laid over each caller's broker settings (they travel in INFO).
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = Some(policy);
+        self
+    }
+
+    /// Its circuit breaker settings, laid over each caller's broker settings.
+    #[must_use]
+    pub fn circuit_breaker(mut self, options: CircuitBreakerOptions) -> Self {
+        self.circuit_breaker = Some(options);
+        self
+    }
+
+    /// Its bulkhead: at most `concurrency` executions at once on this node, the rest queued.
+    #[must_use]
+    pub fn bulkhead(mut self, options: BulkheadOptions) -> Self {
+        self.bulkhead = Some(options);
+        self
+    }
+
+    /// What this node answers instead of a failure of the handler (Moleculer's action
+    /// `fallback`): the caller sees a normal reply.
+    #[must_use]
+    pub fn fallback<R, F, Fut>(mut self, fallback: F) -> Self
+    where
+        F: Fn(Arc<S>, Context, MoleculerError) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
+        self.fallback = Some(Arc::new(move |svc, ctx, err| {
+            let fut = fallback(svc, ctx, err);
+            Box::pin(async move { into_value(fut.await?) })
+        }));
+        self
+    }
+}
+
+/// `handler`, answering `fallback`'s reply instead of its errors.
+fn with_fallback<S: Send + Sync + 'static>(
+    handler: ActionHandler,
+    svc: Arc<S>,
+    fallback: FallbackFn<S>,
+) -> ActionHandler {
+    Arc::new(move |ctx: Context| -> BoxFuture<'static, Result<Value>> {
+        let run = handler(ctx.clone());
+        let (svc, fallback) = (svc.clone(), fallback.clone());
+        Box::pin(async move {
+            match run.await {
+                Ok(value) => Ok(value),
+                Err(err) => fallback(svc, ctx, err).await,
+            }
+        })
+    })
 }
 
 /// One event subscription of a service.
@@ -121,6 +189,7 @@ pub struct EventDef<S> {
     group: Option<String>,
     binder: EventBinder<S>,
     strategy: Option<(String, Value)>,
+    bulkhead: Option<BulkheadOptions>,
 }
 
 impl<S: Send + Sync + 'static> EventDef<S> {
@@ -142,6 +211,7 @@ impl<S: Send + Sync + 'static> EventDef<S> {
             group: None,
             binder,
             strategy: None,
+            bulkhead: None,
         }
     }
 
@@ -156,6 +226,13 @@ impl<S: Send + Sync + 'static> EventDef<S> {
     #[must_use]
     pub fn strategy(mut self, name: &str, options: Value) -> Self {
         self.strategy = Some((name.to_owned(), options));
+        self
+    }
+
+    /// Its bulkhead: at most `concurrency` deliveries handled at once on this node.
+    #[must_use]
+    pub fn bulkhead(mut self, options: BulkheadOptions) -> Self {
+        self.bulkhead = Some(options);
         self
     }
 }
@@ -343,6 +420,18 @@ impl<S: Send + Sync + 'static> ServiceSchema<S> {
             }
             let (strategy, strategy_options) =
                 def.strategy.or_else(|| service_strategy.clone()).unzip();
+            let setting = |section: &str, e: InvalidSetting| {
+                invalid(format!("action `{name}`: {section}.{} {}", e.key, e.reason))
+            };
+            if let Some(p) = &def.retry_policy {
+                p.validate().map_err(|e| setting("retryPolicy", e))?;
+            }
+            if let Some(c) = &def.circuit_breaker {
+                c.validate().map_err(|e| setting("circuitBreaker", e))?;
+            }
+            if let Some(b) = &def.bulkhead {
+                b.validate().map_err(|e| setting("bulkhead", e))?;
+            }
             let action = ActionInfo {
                 name: name.clone(),
                 raw_name: Some(def.name.clone()),
@@ -353,9 +442,15 @@ impl<S: Send + Sync + 'static> ServiceSchema<S> {
                     .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
                 strategy,
                 strategy_options,
+                retry_policy: def.retry_policy,
+                circuit_breaker: def.circuit_breaker,
+                bulkhead: def.bulkhead,
                 extra: Map::new(),
             };
-            let handler = (def.binder)(svc.clone(), Arc::from(name.as_str()));
+            let mut handler = (def.binder)(svc.clone(), Arc::from(name.as_str()));
+            if let Some(fallback) = def.fallback {
+                handler = with_fallback(handler, svc.clone(), fallback);
+            }
             info.actions.insert(name, action.clone());
             actions.push((action, handler));
         }
@@ -366,11 +461,20 @@ impl<S: Send + Sync + 'static> ServiceSchema<S> {
             }
             let (strategy, strategy_options) =
                 def.strategy.or_else(|| service_strategy.clone()).unzip();
+            if let Some(b) = &def.bulkhead {
+                b.validate().map_err(|e| {
+                    invalid(format!(
+                        "event `{}`: bulkhead.{} {}",
+                        def.name, e.key, e.reason
+                    ))
+                })?;
+            }
             let event = EventInfo {
                 name: def.name.clone(),
                 group: def.group,
                 strategy,
                 strategy_options,
+                bulkhead: def.bulkhead,
                 extra: Map::new(),
             };
             let handler = (def.binder)(svc.clone());

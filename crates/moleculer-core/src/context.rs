@@ -11,15 +11,54 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::error::{MoleculerError, Result};
+use crate::fault_tolerance::RetryPolicy;
 use crate::node_id::{generate_shared_id, NodeId};
 
 /// Request metadata: a JSON object that travels with a call and merges back into the caller.
 pub type Meta = Map<String, Value>;
 
+/// A function from a call's final error to its answer.
+pub type FallbackFn = Arc<dyn Fn(&MoleculerError) -> Result<Value> + Send + Sync>;
+
+/// What a failed call answers instead of its error (Moleculer's `fallbackResponse`).
+#[derive(Clone)]
+pub enum Fallback {
+    /// This value.
+    Value(Value),
+    /// What this function makes of the error (it may still fail).
+    Fn(FallbackFn),
+}
+
+impl Fallback {
+    /// A fallback computed from the error.
+    pub fn from_fn(f: impl Fn(&MoleculerError) -> Result<Value> + Send + Sync + 'static) -> Self {
+        Fallback::Fn(Arc::new(f))
+    }
+
+    /// The answer for `err`.
+    pub fn answer(&self, err: &MoleculerError) -> Result<Value> {
+        match self {
+            Fallback::Value(value) => Ok(value.clone()),
+            Fallback::Fn(f) => f(err),
+        }
+    }
+}
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fallback::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            Fallback::Fn(_) => f.write_str("Fn(..)"),
+        }
+    }
+}
+
 /// Options of one action call.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
-    /// Give up after this long with `RequestTimeoutError` (overrides the action's and the broker's).
+    /// Give up after this long with `RequestTimeoutError` (overrides the action's and the
+    /// broker's); zero switches every timeout off for this call. With retries, this bounds all
+    /// attempts together.
     pub timeout: Option<Duration>,
     /// Call the action on this node only.
     pub node_id: Option<NodeId>,
@@ -27,13 +66,41 @@ pub struct CallOptions {
     pub meta: Option<Meta>,
     /// Protocol-5 headers.
     pub headers: Option<Meta>,
+    /// Attempts after the first, over the retry policy's count (as Moleculer's `retries`: it
+    /// does not switch retries on by itself).
+    pub retries: Option<u32>,
+    /// A retry policy for this call, laid over the action's and the broker's.
+    pub retry_policy: Option<RetryPolicy>,
+    /// What to answer if the call fails after its retries, or finds no endpoint.
+    pub fallback: Option<Fallback>,
 }
 
 impl CallOptions {
-    /// Sets the timeout.
+    /// Sets the timeout (zero: no timeout at all).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the number of retries.
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Sets a retry policy for this call.
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = Some(policy);
+        self
+    }
+
+    /// Answers `fallback` instead of a final error.
+    #[must_use]
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
         self
     }
 

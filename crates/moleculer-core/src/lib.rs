@@ -10,6 +10,7 @@
 pub mod context;
 pub mod discoverer;
 pub mod error;
+pub mod fault_tolerance;
 pub mod memory_transporter;
 pub mod middleware;
 pub mod node_id;
@@ -21,10 +22,11 @@ pub mod transporter;
 
 pub use context::{
     BrokerHandle, CallOptions, Context, ContextTarget, EmitOptions, EventDelivery, EventGroups,
-    EventType, Meta, Origin,
+    EventType, Fallback, Meta, Origin,
 };
 pub use discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming, NodeDigest};
 pub use error::{ErrorDetails, MoleculerError, Result};
+pub use fault_tolerance::{BulkheadOptions, CircuitBreakerOptions, RetryPolicy};
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;
 pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};

@@ -9,6 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::fault_tolerance::{lenient, BulkheadOptions, CircuitBreakerOptions, RetryPolicy};
+
 /// A service version: a number (`2` gives `v2.posts`) or a string (`"staging"` gives `staging.posts`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -90,6 +92,29 @@ pub struct ActionInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub strategy_options: Option<Value>,
+    /// The action's retry settings, laid over the caller's broker settings.
+    #[serde(
+        rename = "retryPolicy",
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_policy: Option<RetryPolicy>,
+    /// The action's circuit breaker settings, laid over the caller's broker settings.
+    #[serde(
+        rename = "circuitBreaker",
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub circuit_breaker: Option<CircuitBreakerOptions>,
+    /// The action's bulkhead settings (applied where it runs).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bulkhead: Option<BulkheadOptions>,
     /// Fields this crate does not interpret, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -125,6 +150,13 @@ pub struct EventInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub strategy_options: Option<Value>,
+    /// The handler's bulkhead settings (applied where it runs).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bulkhead: Option<BulkheadOptions>,
     /// Fields this crate does not interpret, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -15,6 +15,8 @@ pub trait Endpoint {
     fn is_available(&self) -> bool;
     /// Full name of the service it belongs to.
     fn service(&self) -> &str;
+    /// Switches it on or off for balancing (a circuit breaker does).
+    fn set_available(&mut self, available: bool);
 }
 
 /// An action on one node. `handler` is set for local actions only.
@@ -69,6 +71,9 @@ macro_rules! impl_endpoint {
             }
             fn service(&self) -> &str {
                 &self.service
+            }
+            fn set_available(&mut self, available: bool) {
+                self.available = available;
             }
         }
     };

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use moleculer_core::strategy::{Candidates, SelectionContext, Strategy};
+use moleculer_core::NodeId;
 
 use crate::endpoint::Endpoint;
 use crate::node_catalog::NodeCatalog;
@@ -90,6 +91,22 @@ impl<T: Endpoint> EndpointList<T> {
         self.endpoints.iter().any(Endpoint::is_available)
     }
 
+    /// Switches the endpoint on `node_id` on or off for balancing; `false` when there is none or
+    /// it already was so.
+    pub fn set_available(&mut self, node_id: &str, available: bool) -> bool {
+        let Some(endpoint) = self
+            .endpoints
+            .iter_mut()
+            .find(|e| **e.node_id() == *node_id && e.is_available() != available)
+        else {
+            return false;
+        };
+        endpoint.set_available(available);
+        // The candidate set changed: strategies that cache by generation must rebuild.
+        self.generation += 1;
+        true
+    }
+
     /// The available endpoint on `node_id`, if any.
     pub fn on_node(&self, node_id: &str) -> Option<&T> {
         self.endpoints
@@ -120,12 +137,34 @@ impl<T: Endpoint> EndpointList<T> {
                 return Some(local);
             }
         }
-        self.choose(nodes, ctx, false)
+        self.choose(nodes, ctx, false, &[])
+    }
+
+    /// As [`next`](Self::next), but not on the nodes in `avoid` (a retry avoids the node that
+    /// just failed) unless no other node can take the request.
+    pub fn next_avoiding(
+        &self,
+        nodes: &NodeCatalog,
+        ctx: &SelectionContext<'_>,
+        prefer_local: bool,
+        avoid: &[NodeId],
+    ) -> Option<&T> {
+        if avoid.is_empty() {
+            return self.next(nodes, ctx, prefer_local);
+        }
+        let local_first = (self.internal || prefer_local) && self.has_local();
+        let pick = if local_first {
+            self.choose(nodes, ctx, true, avoid)
+                .or_else(|| self.choose(nodes, ctx, false, avoid))
+        } else {
+            self.choose(nodes, ctx, false, avoid)
+        };
+        pick.or_else(|| self.next(nodes, ctx, prefer_local))
     }
 
     /// Picks among the local endpoints only.
     pub fn next_local(&self, nodes: &NodeCatalog, ctx: &SelectionContext<'_>) -> Option<&T> {
-        self.choose(nodes, ctx, true)
+        self.choose(nodes, ctx, true, &[])
     }
 
     fn choose(
@@ -133,8 +172,13 @@ impl<T: Endpoint> EndpointList<T> {
         nodes: &NodeCatalog,
         ctx: &SelectionContext<'_>,
         local_only: bool,
+        avoid: &[NodeId],
     ) -> Option<&T> {
-        let eligible = |e: &T| e.is_available() && (!local_only || e.is_local());
+        let eligible = |e: &T| {
+            e.is_available()
+                && (!local_only || e.is_local())
+                && !avoid.iter().any(|n| n == e.node_id())
+        };
         let mut count = 0;
         let mut last = None;
         for (i, e) in self.endpoints.iter().enumerate() {
@@ -149,7 +193,11 @@ impl<T: Endpoint> EndpointList<T> {
             1 => return last.map(|i| &self.endpoints[i]),
             _ => {}
         }
-        let generation = self.generation * 2 + u64::from(local_only);
+        // Identifies the candidate set, for strategies that cache per set (Shard's ring).
+        let generation = avoid.iter().fold(
+            (self.generation * 2 + u64::from(local_only)).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            |h, n| (h ^ fnv(n)).wrapping_mul(0x0000_0100_0000_01b3),
+        );
         let indices: Option<Vec<usize>> = (count != self.endpoints.len()).then(|| {
             (0..self.endpoints.len())
                 .filter(|&i| eligible(&self.endpoints[i]))
@@ -168,6 +216,13 @@ impl<T: Endpoint> EndpointList<T> {
         };
         self.endpoints.get(index)
     }
+}
+
+/// FNV-1a of a node id (mixed into a candidate set's identity).
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The strategy's view of the eligible endpoints.

@@ -397,6 +397,32 @@ impl<A: Clone, E: Clone> Registry<A, E> {
             .ok_or(Miss::NotAvailable)
     }
 
+    /// Chooses the endpoint for a retry: as [`next_action_endpoint`](Self::next_action_endpoint)
+    /// but avoiding the nodes in `avoid` when another node can serve.
+    pub fn next_action_endpoint_avoiding(
+        &self,
+        action: &str,
+        ctx: &SelectionContext<'_>,
+        avoid: &[NodeId],
+    ) -> Result<&ActionEndpoint<A>, Miss> {
+        let list = self.actions.get(action).ok_or(Miss::NotFound)?;
+        list.next_avoiding(&self.nodes, ctx, self.opts.prefer_local, avoid)
+            .ok_or(Miss::NotAvailable)
+    }
+
+    /// Switches `action`'s endpoint on `node_id` on or off for balancing (the circuit breaker);
+    /// `false` when there is no such endpoint or it already was so.
+    pub fn set_action_endpoint_available(
+        &mut self,
+        action: &str,
+        node_id: &str,
+        available: bool,
+    ) -> bool {
+        self.actions
+            .get_mut(action)
+            .is_some_and(|list| list.set_available(node_id, available))
+    }
+
     /// The endpoint of `action` on one node.
     pub fn action_endpoint_on_node(
         &self,

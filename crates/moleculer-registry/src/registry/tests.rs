@@ -466,3 +466,55 @@ fn list_outputs_have_moleculers_shape() {
     }
     assert!(nodes[0]["services"].is_array());
 }
+
+#[test]
+fn a_retry_avoids_the_node_that_failed_unless_it_is_the_only_one() {
+    let mut reg = registry(false);
+    for node in ["n1", "n2"] {
+        reg.process_node_info(
+            &node.into(),
+            remote_info(2, node, vec![service("math", None, &[("add", None)], &[])]),
+            0.0,
+        )
+        .unwrap();
+    }
+    let ctx = SelectionContext::empty();
+    for _ in 0..4 {
+        let ep = reg
+            .next_action_endpoint_avoiding("math.add", &ctx, &["n1".into()])
+            .unwrap();
+        assert_eq!(ep.node_id.as_str(), "n2");
+    }
+    let ep = reg
+        .next_action_endpoint_avoiding("math.add", &ctx, &["n1".into(), "n2".into()])
+        .unwrap();
+    assert!(
+        ["n1", "n2"].contains(&ep.node_id.as_str()),
+        "both failed: any will do"
+    );
+}
+
+#[test]
+fn an_endpoint_switched_off_is_skipped_until_switched_on() {
+    let mut reg = registry(false);
+    for node in ["n1", "n2"] {
+        reg.process_node_info(
+            &node.into(),
+            remote_info(2, node, vec![service("math", None, &[("add", None)], &[])]),
+            0.0,
+        )
+        .unwrap();
+    }
+    assert!(reg.set_action_endpoint_available("math.add", "n1", false));
+    assert!(
+        !reg.set_action_endpoint_available("math.add", "n1", false),
+        "already off"
+    );
+    for _ in 0..4 {
+        assert_eq!(pick(&reg, "math.add").unwrap(), "n2");
+    }
+    assert!(reg.set_action_endpoint_available("math.add", "n2", false));
+    assert_eq!(pick(&reg, "math.add"), Err(Miss::NotAvailable));
+    assert!(reg.set_action_endpoint_available("math.add", "n1", true));
+    assert_eq!(pick(&reg, "math.add").unwrap(), "n1");
+}
