@@ -129,7 +129,25 @@ impl Cluster {
             "joined the cluster"
         );
         self.start_monitor();
+        self.start_latency_pings();
         Ok(())
+    }
+
+    /// While some endpoint list balances by Latency, pings one node per host every
+    /// `pingInterval` (checked again every heartbeat interval while nothing uses it).
+    fn start_latency_pings(&self) {
+        let membership = Arc::downgrade(&self.membership);
+        let idle = self.timing.heartbeat_interval;
+        self.spawn(async move {
+            loop {
+                let interval = membership.upgrade().and_then(|m| m.latency_ping_interval());
+                tokio::time::sleep(interval.unwrap_or(idle)).await;
+                let Some(m) = membership.upgrade() else { break };
+                if let Some(interval) = interval {
+                    m.ping_hosts(interval).await;
+                }
+            }
+        });
     }
 
     /// Every heartbeat interval: CPU sample, heartbeat timeouts, offline cleanup.

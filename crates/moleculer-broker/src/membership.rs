@@ -358,6 +358,40 @@ impl Membership {
         }
     }
 
+    /// How often the Latency strategy wants hosts pinged; `None` while nothing uses it.
+    pub fn latency_ping_interval(&self) -> Option<Duration> {
+        self.registry.read().latency_ping_interval()
+    }
+
+    /// Pings one available node of every other host (latency is kept per host, as Moleculer
+    /// does), each within `timeout`.
+    pub async fn ping_hosts(&self, timeout: Duration) {
+        let targets: Vec<NodeId> = {
+            let registry = self.registry.read();
+            let mut hosts: Vec<&str> = Vec::new();
+            registry
+                .nodes()
+                .list()
+                .into_iter()
+                .filter(|n| !n.local && n.available)
+                .filter(|n| {
+                    let new = !hosts.contains(&n.hostname.as_str());
+                    if new {
+                        hosts.push(&n.hostname);
+                    }
+                    new
+                })
+                .map(|n| n.id.clone())
+                .collect()
+        };
+        let pings = targets.iter().map(|node| async move {
+            if let Err(err) = self.ping(node, timeout).await {
+                tracing::debug!(node = %node, "latency ping failed: {err}");
+            }
+        });
+        futures::future::join_all(pings).await;
+    }
+
     /// A PING round trip to `node`; the result also feeds the Latency strategy and is announced
     /// as `$node.pong`.
     pub async fn ping(&self, node: &str, timeout: Duration) -> Result<PingResult> {

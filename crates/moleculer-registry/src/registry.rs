@@ -16,7 +16,7 @@ use crate::event_catalog::EventCatalog;
 use crate::node::Node;
 use crate::node_catalog::NodeCatalog;
 use crate::service_catalog::{ServiceCatalog, ServiceItem};
-use crate::strategies::StrategyConfig;
+use crate::strategies::{LatencyOptions, StrategyConfig, StrategyKind};
 
 /// Registry options (Moleculer's `registry` broker options).
 #[derive(Debug, Clone)]
@@ -506,6 +506,25 @@ impl<A: Clone, E: Clone> Registry<A, E> {
     /// Whether `full_name` runs on any known node.
     pub fn has_service(&self, full_name: &str) -> bool {
         self.services.has(full_name, None)
+    }
+
+    /// How often to ping other hosts for the Latency strategy: the shortest `pingInterval` of
+    /// the default strategy and of the actions that choose Latency; `None` when nothing uses it.
+    pub fn latency_ping_interval(&self) -> Option<std::time::Duration> {
+        let interval = |options: Option<&Value>| {
+            let opts: LatencyOptions = options
+                .and_then(|o| serde_json::from_value(o.clone()).ok())
+                .unwrap_or_default();
+            std::time::Duration::from_secs(opts.ping_interval.max(1))
+        };
+        let default = (self.opts.strategy.kind == StrategyKind::Latency)
+            .then(|| interval(Some(&self.opts.strategy.options)));
+        let per_action = self.actions.lists().into_iter().filter_map(|list| {
+            let info = &list.endpoints().first()?.info;
+            let kind: StrategyKind = info.strategy.as_deref()?.parse().ok()?;
+            (kind == StrategyKind::Latency).then(|| interval(info.strategy_options.as_ref()))
+        });
+        default.into_iter().chain(per_action).min()
     }
 
     /// The action catalog.
