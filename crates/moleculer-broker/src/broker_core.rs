@@ -91,7 +91,7 @@ impl BrokerCore {
             None => None,
         };
         let state = Arc::new(StateCell::new());
-        let tracker = Arc::new(ContextTracker::default());
+        let tracker = Arc::new(ContextTracker::new(options.tracking.enabled));
         let events = Arc::new(EventBus::new(
             node_id.clone(),
             registry.clone(),
@@ -144,6 +144,7 @@ impl BrokerCore {
                 middlewares.clone(),
                 transit,
                 breaker,
+                tracker.in_flight(),
                 handle.clone(),
             );
             let lifecycle = Lifecycle::new(

@@ -13,10 +13,13 @@ pub(crate) enum BrokerState {
     Starting = 1,
     /// Serving.
     Started = 2,
-    /// `stop` runs.
+    /// `stop` runs: services are withdrawn from the cluster but requests are still served
+    /// (`stopDelay`, then the drain).
     Stopping = 3,
+    /// `stop` runs, after the drain: requests are refused, services stop, the node leaves.
+    Closing = 4,
     /// Stopped (or failed to start).
-    Stopped = 4,
+    Stopped = 5,
 }
 
 impl BrokerState {
@@ -26,6 +29,7 @@ impl BrokerState {
             1 => BrokerState::Starting,
             2 => BrokerState::Started,
             3 => BrokerState::Stopping,
+            4 => BrokerState::Closing,
             _ => BrokerState::Stopped,
         }
     }
@@ -61,7 +65,10 @@ impl StateCell {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let state = BrokerState::from_u8(current);
-            if matches!(state, BrokerState::Stopping | BrokerState::Stopped) {
+            if matches!(
+                state,
+                BrokerState::Stopping | BrokerState::Closing | BrokerState::Stopped
+            ) {
                 return None;
             }
             match self.0.compare_exchange(

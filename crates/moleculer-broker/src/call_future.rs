@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use futures::future::BoxFuture;
+use moleculer_core::in_flight::Entered;
 use moleculer_core::{Context, MoleculerError, Result};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
@@ -29,6 +30,16 @@ struct Running {
     ctx: Context,
     deadline: Option<Pin<Box<Sleep>>>,
     parent: Option<Context>,
+    /// Counted as work in progress (on the broker that runs the handler) until dropped.
+    entered: Option<Entered>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let (Some(entered), Some(tracker)) = (self.entered, self.ctx.tracker()) {
+            tracker.leave(entered);
+        }
+    }
 }
 
 impl CallFuture {
@@ -55,11 +66,13 @@ impl CallFuture {
         parent: Option<Context>,
     ) -> Self {
         let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let entered = ctx.tracker().map(|t| t.enter());
         CallFuture(State::Running(Running {
             handler,
             ctx,
             deadline,
             parent,
+            entered,
         }))
     }
 }
@@ -134,6 +147,7 @@ mod tests {
             local_node: NodeId::new("n"),
             service: "svc".into(),
             action: Some("svc.act".into()),
+            tracker: None,
         });
         Context::for_call(
             target,

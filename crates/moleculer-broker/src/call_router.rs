@@ -12,6 +12,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use moleculer_core::in_flight::InFlight;
 use moleculer_core::middleware::ActionHandler;
 use moleculer_core::{
     BrokerHandle, CallOptions, CircuitBreakerOptions, Context, ContextTarget, Fallback, Meta,
@@ -44,6 +45,8 @@ pub(crate) struct CallRouter {
     /// The broker's retry settings, under each action's and call's own.
     retry_policy: RetryPolicy,
     breaker: Arc<CircuitBreaker>,
+    /// Where remote call contexts count themselves (tracking).
+    in_flight: Option<Arc<InFlight>>,
     me: Weak<CallRouter>,
 }
 
@@ -116,6 +119,7 @@ impl CallRouter {
         middlewares: Arc<MiddlewareChain>,
         transit: Option<Arc<Transit>>,
         breaker: Arc<CircuitBreaker>,
+        in_flight: Option<Arc<InFlight>>,
         broker: Weak<dyn BrokerHandle>,
     ) -> Arc<Self> {
         let remote_base = transit.map(|transit| -> ActionHandler {
@@ -138,6 +142,7 @@ impl CallRouter {
             remote_base,
             retry_policy: options.retry_policy,
             breaker,
+            in_flight,
             me: me.clone(),
         })
     }
@@ -282,6 +287,7 @@ impl CallRouter {
                 local_node: endpoint.node_id.clone(),
                 service: endpoint.service.clone(),
                 action: Some(endpoint.name.clone()),
+                tracker: self.in_flight.clone(),
             });
             drop(registry);
             let origin = origin.from_node(self.node_id.clone());

@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::future::{self, BoxFuture, FutureExt};
+use moleculer_core::in_flight::{Entered, InFlight};
 use moleculer_core::protocol::{EventPacket, Packet};
 use moleculer_core::{
     Context, EmitOptions, EventDelivery, EventGroups, EventType, Meta, NodeId, Origin, Result,
@@ -25,6 +26,17 @@ pub struct LocalEvent {
     pub name: String,
     /// Payload.
     pub payload: Value,
+}
+
+/// A local delivery in progress, counted until it ends.
+struct TrackedDelivery(Option<(Arc<InFlight>, Entered)>);
+
+impl Drop for TrackedDelivery {
+    fn drop(&mut self) {
+        if let Some((work, entered)) = self.0.take() {
+            work.leave(entered);
+        }
+    }
 }
 
 /// One local handler chosen for an event, with the pattern it subscribed with and the groups
@@ -266,6 +278,9 @@ impl EventBus {
                 concrete.get_or_insert_with(|| Arc::from(event)).clone()
             }
         };
+        let tracker = picks
+            .first()
+            .and_then(|(sub, _, _)| sub.target.tracker.clone());
         let (mut payload, mut meta) = (Some(payload), Some(meta));
         let mut first: Option<(Arc<str>, BoxFuture<'static, Result<()>>)> = None;
         let mut rest: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
@@ -303,7 +318,13 @@ impl EventBus {
                 rest.push(run);
             }
         }
+        // The whole delivery counts as one piece of work in progress.
+        let tracked = tracker.map(|t| {
+            let entered = t.enter();
+            (t, entered)
+        });
         Box::pin(async move {
+            let _tracked = TrackedDelivery(tracked);
             let Some((event, first)) = first else { return };
             let report = |result: std::thread::Result<Result<()>>| match result {
                 Ok(Ok(())) => {}

@@ -97,10 +97,7 @@ impl Lifecycle {
             dependency_timeout: options.dependency_timeout,
             dependency_interval: options.dependency_interval,
             stop_delay: Duration::from_millis(options.registry.stop_delay),
-            drain_limit: options
-                .request_timeout()
-                .unwrap_or(Duration::from_secs(10))
-                .max(Duration::from_millis(100)),
+            drain_limit: Duration::from_millis(options.tracking.shutdown_timeout),
             bulkhead: options.bulkhead,
         }
     }
@@ -121,6 +118,7 @@ impl Lifecycle {
             local_node: self.node_id.clone(),
             service: service.clone(),
             action,
+            tracker: self.tracker.in_flight(),
         })
     }
 
@@ -293,19 +291,35 @@ impl Lifecycle {
             .await;
     }
 
-    /// Withdraws every service's actions, tells the cluster, waits `stopDelay` and for
-    /// requests in flight, runs the `stopped` hooks, leaves, then emits `$broker.stopped`.
+    /// Stops gracefully, losing nothing: announces that this node offers no services any more
+    /// while it keeps serving, waits `stopDelay` for peers to stop sending, waits (at most
+    /// `tracking.shutdownTimeout`) for the requests and events in progress, then refuses new
+    /// requests with a retryable error, runs the services' `stopped` hooks, leaves the cluster
+    /// and emits `$broker.stopped`.
     pub async fn stop(&self) {
         if self.state.begin_stop().is_none() {
             return;
         }
+        self.registry.write().withdraw_local_services();
+        if let Some(cluster) = &self.cluster {
+            cluster.withdraw().await;
+            tokio::time::sleep(self.stop_delay).await;
+        }
+        if !self.tracker.drained(self.drain_limit).await {
+            tracing::warn!(
+                node = %self.node_id,
+                in_progress = self.tracker.active(),
+                "still busy after tracking.shutdownTimeout ({} ms); stopping anyway",
+                self.drain_limit.as_millis()
+            );
+        }
+        self.state.set(BrokerState::Closing);
         let entries: Vec<(String, Arc<dyn ServiceHooks>, bool)> = self
             .services
             .lock()
             .iter()
             .map(|e| (e.full_name.clone(), e.hooks.clone(), e.started))
             .collect();
-        // Withdraw the actions first: peers stop routing here before anything stops.
         {
             let mut registry = self.registry.write();
             for (name, _, started) in &entries {
@@ -315,16 +329,6 @@ impl Lifecycle {
             }
         }
         self.registry.changed();
-        if let Some(cluster) = &self.cluster {
-            cluster.withdraw().await;
-            tokio::time::sleep(self.stop_delay).await;
-            if !self.tracker.drained(self.drain_limit).await {
-                tracing::warn!(
-                    inflight = self.tracker.active(),
-                    "stopping with requests still in flight"
-                );
-            }
-        }
         let stops =
             entries
                 .iter()

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::error::{MoleculerError, Result};
 use crate::fault_tolerance::RetryPolicy;
+use crate::in_flight::InFlight;
 use crate::node_id::{generate_shared_id, NodeId};
 
 /// Request metadata: a JSON object that travels with a call and merges back into the caller.
@@ -260,6 +261,8 @@ pub struct ContextTarget {
     pub service: Arc<str>,
     /// Full action name, for actions.
     pub action: Option<Arc<str>>,
+    /// Where the broker counts work in progress (for its graceful stop), if it does.
+    pub tracker: Option<Arc<InFlight>>,
 }
 
 impl std::fmt::Debug for ContextTarget {
@@ -476,6 +479,11 @@ impl Context {
     /// Full name of the handling service, shared (no copy).
     pub fn service_arc(&self) -> &Arc<str> {
         &self.0.target.service
+    }
+
+    /// Where work on this context's endpoint is counted, if it is.
+    pub fn tracker(&self) -> Option<&Arc<InFlight>> {
+        self.0.target.tracker.as_ref()
     }
 
     /// The broker running this context, unless it is gone.

@@ -11,6 +11,7 @@ pub mod context;
 pub mod discoverer;
 pub mod error;
 pub mod fault_tolerance;
+pub mod in_flight;
 pub mod memory_transporter;
 pub mod middleware;
 pub mod node_id;

@@ -76,6 +76,8 @@ pub enum Miss {
 #[derive(Debug)]
 pub struct Registry<A, E> {
     opts: RegistryOptions,
+    /// This node announces no services (it is stopping) while still serving them.
+    withdrawn: bool,
     nodes: NodeCatalog,
     services: ServiceCatalog,
     actions: ActionCatalog<A>,
@@ -91,6 +93,7 @@ impl<A: Clone, E: Clone> Registry<A, E> {
         let nodes = NodeCatalog::new(local, opts.latency_collect_count);
         Self {
             opts,
+            withdrawn: false,
             nodes,
             services: ServiceCatalog::default(),
             actions: ActionCatalog::default(),
@@ -244,8 +247,20 @@ impl<A: Clone, E: Clone> Registry<A, E> {
         }
     }
 
-    /// The descriptions of this node's services, as INFO carries them.
+    /// Stops announcing this node's services (its INFO lists none from now on) while they stay
+    /// registered and callable here: a stopping node keeps serving what is already on its way.
+    pub fn withdraw_local_services(&mut self) {
+        if !self.withdrawn {
+            self.withdrawn = true;
+            self.nodes.local_mut().seq += 1;
+        }
+    }
+
+    /// The descriptions of this node's services, as INFO carries them (none once withdrawn).
     pub fn local_services_info(&self) -> Vec<ServiceInfo> {
+        if self.withdrawn {
+            return Vec::new();
+        }
         self.services
             .on_node(self.nodes.local_id())
             .map(ServiceItem::to_info)

@@ -158,11 +158,12 @@ impl Inbound {
     }
 
     async fn run_request(&self, req: RequestPacket) -> Reply {
-        // Registered services are ready while the broker still starts; only a stopping node
-        // turns requests away.
+        // Registered services are ready while the broker still starts, and a stopping node
+        // serves until its drain is over (peers are told to stop sending first); only then are
+        // requests turned away, with a retryable error.
         if matches!(
             self.state.get(),
-            BrokerState::Stopping | BrokerState::Stopped
+            BrokerState::Closing | BrokerState::Stopped
         ) {
             return Err(MoleculerError::service_not_available(
                 &req.action,

@@ -379,6 +379,7 @@ mod tests {
             local_node: NodeId::new(node),
             service: "math".into(),
             action: Some("math.add".into()),
+            tracker: None,
         });
         Context::for_call(
             target,

@@ -518,3 +518,15 @@ fn an_endpoint_switched_off_is_skipped_until_switched_on() {
     assert!(reg.set_action_endpoint_available("math.add", "n1", true));
     assert_eq!(pick(&reg, "math.add").unwrap(), "n1");
 }
+
+#[test]
+fn withdrawn_services_leave_the_info_but_stay_callable_here() {
+    let mut reg = registry(true);
+    local(&mut reg, service("math", None, &[("add", None)], &[]), "h");
+    let seq = reg.local_node_info().seq;
+    reg.withdraw_local_services();
+    let info = reg.local_node_info();
+    assert!(info.services.is_empty());
+    assert!(info.seq > seq, "peers take the new INFO as newer");
+    assert_eq!(pick(&reg, "math.add").unwrap(), "local");
+}
