@@ -53,6 +53,9 @@ struct State {
     cycle: AtomicU32,
     reachable: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// One beat at a time: a beat reads this node's INFO, then writes it; two interleaved (the
+    /// timer's and an announcement's) could leave the older INFO in etcd for good.
+    beating: tokio::sync::Mutex<()>,
 }
 
 impl Etcd3Discoverer {
@@ -143,6 +146,7 @@ impl State {
 
     /// One heartbeat; over the transporter first while etcd is known to be unreachable.
     async fn beat(&self) {
+        let _turn = self.beating.lock().await;
         let over_transporter = !self.reachable.load(Ordering::Acquire);
         if over_transporter {
             self.beat_over_transporter().await;
@@ -465,6 +469,7 @@ impl Discoverer for Etcd3Discoverer {
             cycle: AtomicU32::new(0),
             reachable: AtomicBool::new(true),
             tasks: Mutex::new(Vec::new()),
+            beating: tokio::sync::Mutex::new(()),
         });
         let beat_state = state.clone();
         let interval = timing.heartbeat_interval;

@@ -43,6 +43,9 @@ struct State {
     cycle: AtomicU32,
     reachable: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// One beat (or INFO write) at a time: each reads this node's INFO, then writes it; two
+    /// interleaved could leave the older INFO in Redis for good.
+    beating: tokio::sync::Mutex<()>,
 }
 
 impl RedisDiscoverer {
@@ -132,6 +135,7 @@ impl State {
     /// One heartbeat. While Redis is known to be unreachable, peers hear it over the
     /// transporter first, so a slow or dead Redis can never delay it past their timeout.
     async fn beat(&self) {
+        let _turn = self.beating.lock().await;
         let over_transporter = !self.reachable.load(Ordering::Acquire);
         if over_transporter {
             self.beat_over_transporter().await;
@@ -356,6 +360,7 @@ impl Discoverer for RedisDiscoverer {
             cycle: AtomicU32::new(rand::rng().random_range(0..self.opts.full_check.max(1))),
             reachable: AtomicBool::new(true),
             tasks: Mutex::new(Vec::new()),
+            beating: tokio::sync::Mutex::new(()),
         });
         let beat_state = state.clone();
         let interval = timing.heartbeat_interval;
@@ -408,6 +413,7 @@ impl Discoverer for RedisDiscoverer {
         if target.is_none() {
             state.beat().await;
         } else if let Some(mut conn) = state.conn().await {
+            let _turn = state.beating.lock().await;
             let _ = state.write_info(&mut conn).await;
         }
     }
