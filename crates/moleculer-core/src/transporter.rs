@@ -127,6 +127,14 @@ pub enum TransporterError {
         /// Why it failed.
         reason: String,
     },
+    /// The transporter could not listen where it should (a port in use, say).
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address it tried to listen on.
+        address: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// A packet could not be sent.
     #[error("cannot send {kind} packet: {reason}")]
     Send {

@@ -227,10 +227,7 @@ impl Gossip {
                             self.link.report(DiscoveryEvent::LocalSeqAtLeast(seq + 1));
                             res_online.insert(id.to_owned(), self.info_row(n, seq + 1));
                         } else if n.available {
-                            self.link.report(DiscoveryEvent::Disconnected {
-                                node: n.id.clone(),
-                                unexpected: false,
-                            });
+                            self.left(&n.id);
                         }
                     } else if let Some(&(_, cpu_seq, cpu)) = online.get(id) {
                         if n.available && !n.local {
@@ -330,12 +327,19 @@ impl Gossip {
                 .iter()
                 .any(|n| n.id == id && n.available && n.seq < seq)
             {
-                self.link.report(DiscoveryEvent::Disconnected {
-                    node: id,
-                    unexpected: false,
-                });
+                self.left(&id);
             }
         }
+    }
+
+    /// A node said it stops (or a peer saw it stop): drop it as an expected departure and close
+    /// our connection to it, which tells it we took the news.
+    fn left(&self, node: &NodeId) {
+        self.link.report(DiscoveryEvent::Disconnected {
+            node: node.clone(),
+            unexpected: false,
+        });
+        self.state.close_writer(node);
     }
 
     /// Learns where a node relayed by gossip listens (first `ipList` entry, then its host name).
@@ -350,7 +354,7 @@ impl Gossip {
             .unwrap_or_else(|| info.hostname.clone());
         if let Ok(ip) = host.parse() {
             self.state
-                .learn_address(id, SocketAddr::new(ip, port), false);
+                .update_address(id, SocketAddr::new(ip, port), false);
         }
     }
 
@@ -424,11 +428,16 @@ impl Discoverer for GossipDiscoverer {
                             node,
                             unexpected: true,
                         }),
-                        PeerEvent::Hello(node) => {
-                            let known = g.link.nodes().iter().any(|n| n.id == node && n.available);
-                            if known {
+                        PeerEvent::Hello(node, addr) => {
+                            let online = g.link.nodes().iter().any(|n| n.id == node && n.available);
+                            if online {
+                                // Anyone can say HELLO with any name: for a node we know to be
+                                // online it is a sign of life, not news of where it lives.
+                                g.state.learn_address(&node, addr, false);
                                 g.alive(&node);
                             } else {
+                                // A new or restarted node: it listens where it says.
+                                g.state.update_address(&node, addr, false);
                                 g.greet(&node).await;
                             }
                         }

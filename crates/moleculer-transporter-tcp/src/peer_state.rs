@@ -19,10 +19,12 @@ use crate::options::TcpOptions;
 /// Something happened to the connection with a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PeerEvent {
-    /// Its socket closed or could not be opened: it is gone.
+    /// Our own connection to it closed or could not be opened: it is gone. (A connection it
+    /// opened to us closing proves nothing: any process can open and close one.)
     Closed(NodeId),
-    /// It said HELLO on a new connection (or UDP announced it).
-    Hello(NodeId),
+    /// It said HELLO on a connection it opened to us, telling where it listens (or UDP
+    /// announced it).
+    Hello(NodeId, SocketAddr),
 }
 
 /// Where a peer can be reached.
@@ -31,6 +33,8 @@ pub(crate) struct Peer {
     pub addr: Option<SocketAddr>,
     /// From `urls` or UDP: contacted even while offline.
     pub static_peer: bool,
+    /// From `urls`: the configured address is never replaced.
+    pub configured: bool,
 }
 
 /// The broker's side of a connected transporter.
@@ -47,6 +51,8 @@ pub(crate) struct PeerState {
     pub opts: TcpOptions,
     pub connected: Mutex<Option<Arc<Connected>>>,
     pub peers: Mutex<HashMap<NodeId, Peer>>,
+    /// Our outbound connection to each peer: frames go to its writer task.
+    pub writers: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Vec<u8>>>>,
     port: AtomicU16,
     events: mpsc::UnboundedSender<PeerEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
@@ -60,6 +66,7 @@ impl PeerState {
             opts,
             connected: Mutex::new(None),
             peers: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
             port: AtomicU16::new(0),
             events,
             events_rx: Mutex::new(Some(events_rx)),
@@ -85,17 +92,60 @@ impl PeerState {
         self.connected.lock().is_some()
     }
 
+    /// Records where a peer from `urls` listens: fixed, contacted even while offline.
+    pub fn configure_address(&self, node: &NodeId, addr: SocketAddr) {
+        self.peers.lock().insert(
+            node.clone(),
+            Peer {
+                addr: Some(addr),
+                static_peer: true,
+                configured: true,
+            },
+        );
+    }
+
     /// Records where `node` listens, unless an address is already known.
     pub fn learn_address(&self, node: &NodeId, addr: SocketAddr, static_peer: bool) {
         let mut peers = self.peers.lock();
         let peer = peers.entry(node.clone()).or_insert(Peer {
             addr: None,
             static_peer,
+            configured: false,
         });
         if peer.addr.is_none() {
             peer.addr = Some(addr);
         }
         peer.static_peer |= static_peer;
+    }
+
+    /// Records where `node` listens now (it restarted on another port, or another host): the
+    /// new address replaces the old one, unless the old one came from `urls`, and a connection
+    /// to the old one is closed.
+    pub fn update_address(&self, node: &NodeId, addr: SocketAddr, static_peer: bool) {
+        let changed = {
+            let mut peers = self.peers.lock();
+            let peer = peers.entry(node.clone()).or_insert(Peer {
+                addr: None,
+                static_peer,
+                configured: false,
+            });
+            peer.static_peer |= static_peer;
+            let changed = !peer.configured && peer.addr.is_some_and(|old| old != addr);
+            if !peer.configured {
+                peer.addr = Some(addr);
+            }
+            changed
+        };
+        if changed {
+            tracing::debug!(node = %node, %addr, "peer listens at a new address");
+            self.close_writer(node);
+        }
+    }
+
+    /// Closes our connection to `node` (its writer sends what is queued, then closes): it left
+    /// or moved.
+    pub fn close_writer(&self, node: &NodeId) {
+        self.writers.lock().remove(node);
     }
 
     /// Where `node` listens, if known.

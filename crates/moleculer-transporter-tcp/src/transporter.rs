@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::discoverer::GossipDiscoverer;
 use crate::frame::{self, FrameDecoder};
@@ -22,12 +23,22 @@ use crate::options::TcpOptions;
 use crate::peer_state::{Connected, PeerEvent, PeerState};
 use crate::udp;
 
-/// The transporter's own connections: one writer per peer, and the tasks it runs.
+/// The transporter's own connections and tasks (the writers themselves are in the shared
+/// peer state, so the gossip can close one).
 struct Connections {
     state: Arc<PeerState>,
-    writers: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Vec<u8>>>>,
+    /// The accept loop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Each open inbound connection's reader, removed when the connection closes.
+    readers: Mutex<HashMap<u64, AbortHandle>>,
+    next_reader: AtomicU64,
+    /// The writer tasks (finished ones are pruned as new ones start).
+    writer_tasks: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// How long a stopping node waits for its peers to take its goodbye (they close their
+/// connections to it) before it closes theirs.
+const GOODBYE_WAIT: Duration = Duration::from_millis(500);
 
 impl Connections {
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -50,7 +61,7 @@ impl Connections {
         self: &Arc<Self>,
         target: &NodeId,
     ) -> Result<mpsc::UnboundedSender<Vec<u8>>, TransporterError> {
-        if let Some(tx) = self.writers.lock().get(target) {
+        if let Some(tx) = self.state.writers.lock().get(target) {
             if !tx.is_closed() {
                 return Ok(tx.clone());
             }
@@ -72,47 +83,19 @@ impl Connections {
                 kind: PacketType::GossipHello,
                 reason: "cannot encode GOSSIP_HELLO".into(),
             })?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.writers.lock().insert(target.clone(), tx.clone());
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.state.writers.lock().insert(target.clone(), tx.clone());
         let links = self.clone();
         let node = target.clone();
-        // Not tracked in `tasks`: on disconnect the writer drains what was queued, then closes.
-        tokio::spawn(async move {
-            let result = async {
-                let mut socket =
-                    tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-                        .await
-                        .map_err(|_| {
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                        })??;
-                // Probing a port nobody listens on yet can connect the socket to itself (TCP
-                // simultaneous open on an ephemeral port); such a socket would swallow
-                // everything we send to that peer.
-                if socket.local_addr()? == socket.peer_addr()? {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionRefused,
-                        "connected to itself; the peer is not listening",
-                    ));
+        let task = tokio::spawn(async move {
+            let result = write_connection(addr, hello, rx).await;
+            // Gone from the map unless a newer writer took the place meanwhile.
+            {
+                let mut writers = links.state.writers.lock();
+                if writers.get(&node).is_some_and(|w| w.is_closed()) {
+                    writers.remove(&node);
                 }
-                socket.set_nodelay(true)?;
-                socket.write_all(&hello).await?;
-                // Frames queued while a write was in progress go out together, in one write.
-                let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
-                while let Some(frame) = rx.recv().await {
-                    batch.clear();
-                    batch.extend_from_slice(&frame);
-                    while batch.len() < 64 * 1024 {
-                        match rx.try_recv() {
-                            Ok(more) => batch.extend_from_slice(&more),
-                            Err(_) => break,
-                        }
-                    }
-                    socket.write_all(&batch).await?;
-                }
-                socket.shutdown().await
             }
-            .await;
-            links.writers.lock().remove(&node);
             if let Err(err) = result {
                 tracing::debug!(node = %node, %addr, "connection to peer lost: {err}");
                 if links.state.is_connected() {
@@ -120,8 +103,85 @@ impl Connections {
                 }
             }
         });
+        let mut tasks = self.writer_tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
         Ok(tx)
     }
+
+    /// Closes every connection, in the order that lets peers see a graceful stop: our own
+    /// connections first (each flushes what is queued, the goodbye included), then, once the
+    /// peers have closed theirs to us (or after a short wait), the listener and the rest.
+    async fn close_all(&self) {
+        self.state.writers.lock().clear();
+        let writers: Vec<JoinHandle<()>> = self.writer_tasks.lock().drain(..).collect();
+        let flushed = futures::future::join_all(writers);
+        let _ = tokio::time::timeout(GOODBYE_WAIT, flushed).await;
+        let deadline = tokio::time::Instant::now() + GOODBYE_WAIT;
+        while !self.readers.lock().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for (_, reader) in self.readers.lock().drain() {
+            reader.abort();
+        }
+        // The listener goes with its task: wait for that, so the port is free when we return
+        // (a node restarted at once binds it again).
+        futures::future::join_all(tasks).await;
+    }
+}
+
+/// One outbound connection: HELLO, then the queued frames, several per write. It ends when the
+/// queue closes (we stop or the peer left) or when the peer closes the socket or fails, which
+/// its read half shows at once even while we have nothing to send (peers never write on a
+/// connection we opened).
+async fn write_connection(
+    addr: SocketAddr,
+    hello: Vec<u8>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    let socket = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    // Probing a port nobody listens on yet can connect the socket to itself (TCP simultaneous
+    // open on an ephemeral port); such a socket would swallow everything we send to that peer.
+    if socket.local_addr()? == socket.peer_addr()? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connected to itself; the peer is not listening",
+        ));
+    }
+    socket.set_nodelay(true)?;
+    let (mut reader, mut writer) = socket.into_split();
+    writer.write_all(&hello).await?;
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut scratch = [0u8; 64];
+    loop {
+        tokio::select! {
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break };
+                batch.clear();
+                batch.extend_from_slice(&frame);
+                // Frames queued while a write was in progress go out together, in one write.
+                while batch.len() < 64 * 1024 {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                writer.write_all(&batch).await?;
+            }
+            read = reader.read(&mut scratch) => match read {
+                Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the peer closed the connection")),
+                Ok(_) => {}
+                Err(err) => return Err(err),
+            },
+        }
+    }
+    writer.shutdown().await
 }
 
 /// Moleculer's TCP transporter. Pair it with [`TcpTransporter::discoverer`], which runs the
@@ -138,8 +198,10 @@ impl TcpTransporter {
         let state = Arc::new(PeerState::new(opts));
         let links = Arc::new(Connections {
             state: state.clone(),
-            writers: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            readers: Mutex::new(HashMap::new()),
+            next_reader: AtomicU64::new(0),
+            writer_tasks: Mutex::new(Vec::new()),
         });
         Self { state, links }
     }
@@ -155,6 +217,8 @@ impl TcpTransporter {
     }
 }
 
+/// One inbound connection: frames to the broker. A GOSSIP_HELLO on it says where the peer
+/// listens; the gossip decides what to believe. Its end proves nothing about the peer.
 async fn read_connection(
     state: Arc<PeerState>,
     conn: Arc<Connected>,
@@ -186,12 +250,8 @@ async fn read_connection(
                             } else {
                                 hello.port
                             };
-                            state.learn_address(
-                                &hello.sender,
-                                SocketAddr::new(remote.ip(), port),
-                                false,
-                            );
-                            state.notify(PeerEvent::Hello(hello.sender.clone()));
+                            let listens = SocketAddr::new(remote.ip(), port);
+                            state.notify(PeerEvent::Hello(hello.sender.clone(), listens));
                             peer = Some(hello.sender);
                         }
                     }
@@ -207,12 +267,6 @@ async fn read_connection(
             }
         }
     }
-    // The peer closed its connection to us: it stopped or died.
-    if let Some(node) = peer {
-        if state.is_connected() {
-            state.notify(PeerEvent::Closed(node));
-        }
-    }
 }
 
 impl Transporter for TcpTransporter {
@@ -226,13 +280,13 @@ impl Transporter for TcpTransporter {
         let bind = format!("{}:{port}", state.opts.bind);
         let listener = TcpListener::bind(&bind)
             .await
-            .map_err(|e| TransporterError::Connect {
+            .map_err(|e| TransporterError::Listen {
                 address: bind.clone(),
                 reason: e.to_string(),
             })?;
         let local = listener
             .local_addr()
-            .map_err(|e| TransporterError::Connect {
+            .map_err(|e| TransporterError::Listen {
                 address: bind,
                 reason: e.to_string(),
             })?;
@@ -240,12 +294,12 @@ impl Transporter for TcpTransporter {
         for url in &state.opts.urls {
             if *url.node_id != *setup.node_id {
                 if let Ok(addr) = format!("{}:{}", url.host, url.port).parse::<SocketAddr>() {
-                    state.learn_address(&NodeId::new(&url.node_id), addr, true);
+                    state.configure_address(&NodeId::new(&url.node_id), addr);
                 } else if let Ok(mut addrs) =
                     tokio::net::lookup_host((url.host.as_str(), url.port)).await
                 {
                     if let Some(addr) = addrs.next() {
-                        state.learn_address(&NodeId::new(&url.node_id), addr, true);
+                        state.configure_address(&NodeId::new(&url.node_id), addr);
                     }
                 }
             }
@@ -265,13 +319,19 @@ impl Transporter for TcpTransporter {
                     continue;
                 };
                 let _ = socket.set_nodelay(true);
-                let task = tokio::spawn(read_connection(
-                    links.state.clone(),
-                    conn.clone(),
-                    socket,
-                    remote,
-                ));
-                links.tasks.lock().push(task);
+                let id = links.next_reader.fetch_add(1, Ordering::Relaxed);
+                let reader = links.clone();
+                let state = links.state.clone();
+                let conn = conn.clone();
+                // The entry goes when the connection ends, so its memory does too.
+                let mut readers = links.readers.lock();
+                let task = tokio::spawn(async move {
+                    read_connection(state, conn, socket, remote).await;
+                    reader.readers.lock().remove(&id);
+                });
+                if !task.is_finished() {
+                    readers.insert(id, task.abort_handle());
+                }
             }
         });
         if state.opts.udp_discovery {
@@ -308,17 +368,11 @@ impl Transporter for TcpTransporter {
 
     async fn disconnect(&self) {
         self.state.connected.lock().take();
-        for task in self
-            .links
-            .tasks
-            .lock()
-            .drain(..)
-            .chain(self.state.udp_tasks.lock().drain(..))
-        {
+        for task in self.state.udp_tasks.lock().drain(..) {
             task.abort();
         }
-        // Dropping the senders lets each writer flush what is queued, then close its socket:
-        // that is how peers learn we left (there is no DISCONNECT over TCP).
-        self.links.writers.lock().clear();
+        // There is no DISCONNECT over TCP: how we close our sockets is how peers tell a stop
+        // from a crash (the gossip sent its goodbye just before this).
+        self.links.close_all().await;
     }
 }

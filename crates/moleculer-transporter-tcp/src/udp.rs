@@ -106,11 +106,12 @@ pub(crate) async fn start(state: Arc<PeerState>) {
                 continue;
             };
             let node = NodeId::new(id);
+            let addr = SocketAddr::new(from.ip(), port);
             let known = state.peers.lock().contains_key(&node);
-            state.learn_address(&node, SocketAddr::new(from.ip(), port), true);
+            state.learn_address(&node, addr, true);
             if !known {
                 // Treat it like a HELLO: the discoverer greets new peers at once.
-                state.notify(PeerEvent::Hello(node));
+                state.notify(PeerEvent::Hello(node, addr));
             }
         }
     });
