@@ -109,10 +109,17 @@ impl Connections {
         Ok(tx)
     }
 
-    /// Closes every connection, in the order that lets peers see a graceful stop: our own
-    /// connections first (each flushes what is queued, the goodbye included), then, once the
-    /// peers have closed theirs to us (or after a short wait), the listener and the rest.
+    /// Closes every connection, in the order that lets peers see a graceful stop. The
+    /// listener goes first (a replacement process can bind the port at once); then our own
+    /// connections, each flushing what is queued, the goodbye included; then, once the peers
+    /// have closed theirs to us (they do when they take the goodbye) or after a short wait,
+    /// the rest.
     async fn close_all(&self) {
+        let listener: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
+        for task in &listener {
+            task.abort();
+        }
+        futures::future::join_all(listener).await;
         self.state.writers.lock().clear();
         let writers: Vec<JoinHandle<()>> = self.writer_tasks.lock().drain(..).collect();
         let flushed = futures::future::join_all(writers);
@@ -121,16 +128,9 @@ impl Connections {
         while !self.readers.lock().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
-        for task in &tasks {
-            task.abort();
-        }
         for (_, reader) in self.readers.lock().drain() {
             reader.abort();
         }
-        // The listener goes with its task: wait for that, so the port is free when we return
-        // (a node restarted at once binds it again).
-        futures::future::join_all(tasks).await;
     }
 }
 
