@@ -66,6 +66,7 @@ impl DiscoveryLink for Link {
                 local: n.local,
                 available: n.available,
                 seq: n.seq,
+                instance_id: n.instance_id.clone(),
                 cpu_seq: n.cpu_seq,
                 cpu: n.cpu,
                 info: n.available.then(|| {

@@ -61,6 +61,8 @@ pub struct NodeDigest {
     pub available: bool,
     /// Its INFO seq.
     pub seq: u64,
+    /// The process instance its last INFO came from.
+    pub instance_id: String,
     /// Its CPU change counter.
     pub cpu_seq: u64,
     /// Its CPU usage.

@@ -117,12 +117,17 @@ impl Gossip {
 
     /// Our own INFO, unasked (peers process any GOSSIP_RES): the fast path for joins and changes.
     async fn push_info(&self, target: &NodeId) {
+        self.push_info_above(target, 0).await;
+    }
+
+    /// Our own INFO, with a seq of at least `at_least_seq`.
+    async fn push_info_above(&self, target: &NodeId, at_least_seq: u64) {
         let nodes = self.link.nodes();
         let Some(me) = nodes.iter().find(|n| n.local) else {
             return;
         };
         let mut online = BTreeMap::new();
-        online.insert(me.id.to_string(), self.info_row(me, 0));
+        online.insert(me.id.to_string(), self.info_row(me, at_least_seq));
         let packet = Packet::GossipResponse(GossipResponsePacket {
             online: Some(online),
             offline: None,
@@ -270,7 +275,7 @@ impl Gossip {
     }
 
     /// Moleculer's `processGossipResponse`.
-    fn on_response(&self, res: GossipResponsePacket) {
+    async fn on_response(&self, res: GossipResponsePacket) {
         self.alive(&res.sender);
         let nodes = self.link.nodes();
         let me = self.link.node_id().clone();
@@ -298,7 +303,15 @@ impl Gossip {
                 }
             };
             if let Some(info) = info {
-                if known.is_none_or(|n| n.seq < info.seq || !n.available) {
+                // Newer news of the node; or a new process under its id (a restart), heard from
+                // that process itself or about a node we hold as gone. A relayed INFO of the
+                // process we already hold, not newer, is stale: it must not bring a node that
+                // left back to life.
+                let restarted = known.is_some_and(|n| n.instance_id != info.instance_id);
+                let fresh = known.is_none_or(|n| {
+                    n.seq < info.seq || (restarted && (res.sender == id || !n.available))
+                });
+                if fresh {
                     self.learn(&id, &info);
                     self.link.report(DiscoveryEvent::Info {
                         sender: id.clone(),
@@ -318,9 +331,15 @@ impl Gossip {
                 }
             }
         }
+        let mut told_offline = None;
         for (id, seq) in res.offline.unwrap_or_default() {
             let id = NodeId::new(id);
             if id == me {
+                // The peer holds us as gone at `seq` (we restarted, or it saw us stop): come
+                // back above it, or it and everyone it gossips with keep dropping us.
+                if nodes.iter().any(|n| n.local && n.seq <= seq) {
+                    told_offline = Some(seq);
+                }
                 continue;
             }
             if nodes
@@ -330,6 +349,15 @@ impl Gossip {
                 self.left(&id);
             }
         }
+        if let Some(seq) = told_offline {
+            self.rejoin(&res.sender, seq).await;
+        }
+    }
+
+    /// A peer that holds us as gone at `seq` gets our INFO above it.
+    async fn rejoin(&self, peer: &NodeId, seq: u64) {
+        self.link.report(DiscoveryEvent::LocalSeqAtLeast(seq + 1));
+        self.push_info_above(peer, seq + 1).await;
     }
 
     /// A node said it stops (or a peer saw it stop): drop it as an expected departure and close
@@ -462,7 +490,7 @@ impl Discoverer for GossipDiscoverer {
         };
         match packet {
             Packet::GossipRequest(req) => gossip.on_request(req).await,
-            Packet::GossipResponse(res) => gossip.on_response(res),
+            Packet::GossipResponse(res) => gossip.on_response(res).await,
             // The transporter learned the address and raised a peer event already.
             Packet::GossipHello(_) => {}
             other => tracing::debug!("the TCP gossip ignores {} packets", other.kind()),
@@ -536,8 +564,20 @@ impl Discoverer for GossipDiscoverer {
             ver: gossip.ver(),
             sender: me.id.clone(),
         });
-        for n in nodes.iter().filter(|n| n.available && !n.local) {
-            gossip.send(goodbye.clone(), &n.id).await;
+        // Everyone that may hold us as online: the nodes we know online, and every peer whose
+        // address we know (one that met us a moment ago may not be online for us yet).
+        let mut targets: Vec<NodeId> = nodes
+            .iter()
+            .filter(|n| n.available && !n.local)
+            .map(|n| n.id.clone())
+            .collect();
+        for (id, peer) in self.state.peers.lock().iter() {
+            if peer.addr.is_some() && !targets.contains(id) {
+                targets.push(id.clone());
+            }
+        }
+        for target in &targets {
+            gossip.send(goodbye.clone(), target).await;
         }
     }
 }
@@ -601,7 +641,7 @@ mod tests {
     fn info(seq: u64) -> NodeInfo {
         NodeInfo {
             seq,
-            instance_id: format!("instance-{seq}"),
+            instance_id: "instance-1".into(),
             ip_list: vec!["127.0.0.1".into()],
             port: Some(7000 + seq as u16),
             ..NodeInfo::default()
@@ -634,6 +674,7 @@ mod tests {
             local,
             available,
             seq,
+            instance_id: "instance-1".into(),
             cpu_seq,
             cpu: Some(10.0),
             info: available.then(|| info(seq)),
@@ -804,15 +845,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_response_with_a_newer_info_is_reported_and_its_address_learned() {
+    #[tokio::test]
+    async fn a_response_with_a_newer_info_is_reported_and_its_address_learned() {
         let (g, link) = gossip(&[("b", true, 4, 1)]);
         let row = vec![
             serde_json::to_value(info(6)).unwrap(),
             json!(2),
             json!(30.0),
         ];
-        g.on_response(response("b", &[("b", row)], &[]));
+        g.on_response(response("b", &[("b", row)], &[])).await;
         let reported = link.reported.lock().clone();
         assert!(reported.iter().any(|e| matches!(e, DiscoveryEvent::Info { sender, info } if sender.as_str() == "b" && info.seq == 6)));
         assert_eq!(
@@ -821,24 +862,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_response_with_an_older_info_changes_nothing_but_liveness() {
+    #[tokio::test]
+    async fn a_response_with_an_older_info_changes_nothing_but_liveness() {
         let (g, link) = gossip(&[("b", true, 4, 1)]);
         let row = vec![
             serde_json::to_value(info(3)).unwrap(),
             json!(1),
             json!(30.0),
         ];
-        g.on_response(response("b", &[("b", row)], &[]));
+        g.on_response(response("b", &[("b", row)], &[])).await;
         let reported = link.reported.lock().clone();
         assert_eq!(reported.len(), 1, "{reported:?}");
         assert!(is_heartbeat_of(&reported[0], "b"));
     }
 
-    #[test]
-    fn a_response_listing_a_node_offline_with_a_newer_seq_drops_it() {
+    #[tokio::test]
+    async fn a_response_listing_a_node_offline_with_a_newer_seq_drops_it() {
         let (g, link) = gossip(&[("b", true, 4, 1), ("c", true, 2, 0)]);
-        g.on_response(response("b", &[], &[("c", 3), ("me", 99)]));
+        g.on_response(response("b", &[], &[("c", 3), ("me", 99)]))
+            .await;
         let reported = link.reported.lock().clone();
         assert!(reported.contains(&DiscoveryEvent::Disconnected {
             node: NodeId::new("c"),
@@ -851,7 +893,7 @@ mod tests {
             "a peer's view of us never disconnects us"
         );
         let (g, link) = gossip(&[("c", true, 5, 0)]);
-        g.on_response(response("b", &[], &[("c", 4)]));
+        g.on_response(response("b", &[], &[("c", 4)])).await;
         assert!(
             !link
                 .reported
@@ -862,11 +904,55 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_malformed_row_is_skipped_and_the_rest_applied() {
+    #[tokio::test]
+    async fn a_restarted_node_is_taken_from_itself_but_a_stale_relay_revives_no_one() {
+        // `b` is held as gone at seq 9; its new process introduces itself with seq 2.
+        let (g, link) = gossip(&[("b", false, 9, 0)]);
+        let mut restarted = info(2);
+        restarted.instance_id = "instance-2".into();
+        let row = vec![
+            serde_json::to_value(&restarted).unwrap(),
+            json!(0),
+            json!(0.0),
+        ];
+        g.on_response(response("b", &[("b", row)], &[])).await;
+        assert!(link.reported.lock().iter().any(|e| matches!(e, DiscoveryEvent::Info { sender, info } if sender.as_str() == "b" && info.seq == 2)));
+        // `c` left (held offline at seq 5); a peer that missed it relays its old INFO.
+        let (g, link) = gossip(&[("c", false, 5, 0)]);
+        let row = vec![serde_json::to_value(info(4)).unwrap(), json!(0), json!(0.0)];
+        g.on_response(response("b", &[("c", row)], &[])).await;
+        assert!(
+            !link
+                .reported
+                .lock()
+                .iter()
+                .any(|e| matches!(e, DiscoveryEvent::Info { .. })),
+            "the stale INFO is not taken"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_holds_us_as_gone_gets_our_info_above_its_seq() {
+        let (g, link) = gossip(&[("b", true, 4, 1)]);
+        g.on_response(response("b", &[], &[("me", 7)])).await;
+        assert!(link
+            .reported
+            .lock()
+            .contains(&DiscoveryEvent::LocalSeqAtLeast(8)));
+        let sent = link.sent.lock();
+        let Some((Packet::GossipResponse(res), to)) = sent.first() else {
+            panic!("our INFO is pushed: {sent:?}");
+        };
+        assert_eq!(to.as_str(), "b");
+        assert_eq!(res.online.as_ref().unwrap()["me"][0]["seq"], 8);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_row_is_skipped_and_the_rest_applied() {
         let (g, link) = gossip(&[("b", true, 4, 1), ("c", true, 2, 0)]);
         let good = vec![serde_json::to_value(info(5)).unwrap(), json!(1), json!(0.0)];
-        g.on_response(response("b", &[("b", vec![json!("x")]), ("c", good)], &[]));
+        g.on_response(response("b", &[("b", vec![json!("x")]), ("c", good)], &[]))
+            .await;
         let reported = link.reported.lock().clone();
         assert!(reported
             .iter()

@@ -46,13 +46,23 @@ pub(crate) struct Connected {
     pub version: ProtocolVersion,
 }
 
+/// Our current outbound connection to one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    /// Which connection this is: a connection that ends after it was replaced (the peer moved)
+    /// or closed on purpose says nothing about the peer.
+    pub id: u64,
+    /// Its queue of frames.
+    pub frames: mpsc::UnboundedSender<Vec<u8>>,
+}
+
 /// State shared by the transporter, the gossip discoverer and UDP discovery.
 pub(crate) struct PeerState {
     pub opts: TcpOptions,
     pub connected: Mutex<Option<Arc<Connected>>>,
     pub peers: Mutex<HashMap<NodeId, Peer>>,
     /// Our outbound connection to each peer: frames go to its writer task.
-    pub writers: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Vec<u8>>>>,
+    pub writers: Mutex<HashMap<NodeId, Writer>>,
     port: AtomicU16,
     events: mpsc::UnboundedSender<PeerEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,

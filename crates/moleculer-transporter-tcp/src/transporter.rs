@@ -20,7 +20,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use crate::discoverer::GossipDiscoverer;
 use crate::frame::{self, FrameDecoder};
 use crate::options::TcpOptions;
-use crate::peer_state::{Connected, PeerEvent, PeerState};
+use crate::peer_state::{Connected, PeerEvent, PeerState, Writer};
 use crate::udp;
 
 /// The transporter's own connections and tasks (the writers themselves are in the shared
@@ -32,6 +32,7 @@ struct Connections {
     /// Each open inbound connection's reader, removed when the connection closes.
     readers: Mutex<HashMap<u64, AbortHandle>>,
     next_reader: AtomicU64,
+    next_writer: AtomicU64,
     /// The writer tasks (finished ones are pruned as new ones start).
     writer_tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -61,9 +62,9 @@ impl Connections {
         self: &Arc<Self>,
         target: &NodeId,
     ) -> Result<mpsc::UnboundedSender<Vec<u8>>, TransporterError> {
-        if let Some(tx) = self.state.writers.lock().get(target) {
-            if !tx.is_closed() {
-                return Ok(tx.clone());
+        if let Some(writer) = self.state.writers.lock().get(target) {
+            if !writer.frames.is_closed() {
+                return Ok(writer.frames.clone());
             }
         }
         let conn = self
@@ -84,21 +85,30 @@ impl Connections {
                 reason: "cannot encode GOSSIP_HELLO".into(),
             })?;
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.state.writers.lock().insert(target.clone(), tx.clone());
+        let id = self.next_writer.fetch_add(1, Ordering::Relaxed);
+        self.state.writers.lock().insert(
+            target.clone(),
+            Writer {
+                id,
+                frames: tx.clone(),
+            },
+        );
         let links = self.clone();
         let node = target.clone();
         let task = tokio::spawn(async move {
             let result = write_connection(addr, hello, rx).await;
-            // Gone from the map unless a newer writer took the place meanwhile.
-            {
+            // Still the node's connection? Not if it was closed on purpose or replaced.
+            let current = {
                 let mut writers = links.state.writers.lock();
-                if writers.get(&node).is_some_and(|w| w.is_closed()) {
+                let current = writers.get(&node).is_some_and(|w| w.id == id);
+                if current {
                     writers.remove(&node);
                 }
-            }
+                current
+            };
             if let Err(err) = result {
-                tracing::debug!(node = %node, %addr, "connection to peer lost: {err}");
-                if links.state.is_connected() {
+                tracing::debug!(node = %node, %addr, current, "connection to peer lost: {err}");
+                if current && links.state.is_connected() {
                     links.state.notify(PeerEvent::Closed(node));
                 }
             }
@@ -201,6 +211,7 @@ impl TcpTransporter {
             tasks: Mutex::new(Vec::new()),
             readers: Mutex::new(HashMap::new()),
             next_reader: AtomicU64::new(0),
+            next_writer: AtomicU64::new(0),
             writer_tasks: Mutex::new(Vec::new()),
         });
         Self { state, links }
