@@ -41,10 +41,11 @@ async function until(what, fn, timeout = 10000, every = 20) {
 
 /// A Rust demo node in its own process. With `{ ready: true }` it logs at info level and
 /// `child.ready` resolves when the node reports that its broker has started.
-function startRust(nodeID, transport, serializer, protocol, { ready = false } = {}) {
+function startRust(nodeID, transport, serializer, protocol, { ready = false, env = {} } = {}) {
 	const child = spawn(RUST_NODE_BIN, [], {
 		cwd: os.tmpdir(),
 		env: {
+			...env,
 			PATH: process.env.PATH,
 			RUST_LOG: ready ? "info" : process.env.RUST_LOG || "warn",
 			MOL_NODE_ID: nodeID,
@@ -131,4 +132,10 @@ async function etcdTransport() {
 }
 
 
-module.exports = { sleep, freePort, until, startRust, startJsProcess, rustSees, jsSees, tcpTransport, redisTransport, etcdTransport };
+/// Resolves when `child` has exited (at once if it already has).
+function exited(child) {
+	if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+	return new Promise(resolve => child.once("exit", () => resolve()));
+}
+
+module.exports = { sleep, freePort, until, exited, startRust, startJsProcess, rustSees, jsSees, tcpTransport, redisTransport, etcdTransport };

@@ -194,6 +194,7 @@ process.on("uncaughtException", err => {
 		await scenario("moleculer", "5", "JSON", await redisTransport(true));
 	}
 	if (only !== "tcp" && only !== "redis") await scenario("moleculer", "5", "JSON", await etcdTransport());
+	await require("./fault-tolerance").run(check, assert);
 	console.log(`\n${passed} passed, ${failed} failed`);
 	process.exit(failed === 0 ? 0 : 1);
 })();
