@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moleculer_broker::{Service, ServiceBroker, ServiceSchema};
-use moleculer_core::{Context, Result};
+use moleculer_broker::{Service, ServiceBroker, ServiceBrokerBuilder, ServiceSchema};
+use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, Context, Result, RetryPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -42,6 +42,28 @@ impl Service for Bench {
 }
 
 const WARMUP: Duration = Duration::from_millis(300);
+/// With `BENCH_FAULT_TOLERANCE=1`: retries, the circuit breaker and bulkheads on (their
+/// limits out of reach, so only their bookkeeping is measured).
+fn fault_tolerance(builder: ServiceBrokerBuilder) -> ServiceBrokerBuilder {
+    if std::env::var("BENCH_FAULT_TOLERANCE").is_err() {
+        return builder;
+    }
+    builder
+        .retry_policy(RetryPolicy {
+            enabled: Some(true),
+            ..RetryPolicy::default()
+        })
+        .circuit_breaker(CircuitBreakerOptions {
+            enabled: Some(true),
+            ..CircuitBreakerOptions::default()
+        })
+        .bulkhead(BulkheadOptions {
+            enabled: Some(true),
+            concurrency: Some(1000),
+            max_queue_size: Some(0),
+        })
+}
+
 const MEASURE: Duration = Duration::from_secs(2);
 
 /// Runs `op` in a loop on `threads` tasks; returns operations per second.
@@ -63,7 +85,9 @@ where
             .unwrap()
     };
     runtime.block_on(async move {
-        let broker = ServiceBroker::builder().node_id("bench").build().unwrap();
+        let broker = fault_tolerance(ServiceBroker::builder().node_id("bench"))
+            .build()
+            .unwrap();
         broker
             .create_service(Bench {
                 events: AtomicU64::new(0),
@@ -131,8 +155,13 @@ fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let filter = filter.as_deref();
     println!(
-        "moleculer-rs local benchmark ({} cores)",
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        "moleculer-rs local benchmark ({} cores){}",
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        if std::env::var("BENCH_FAULT_TOLERANCE").is_ok() {
+            ", retries, breaker and bulkheads on"
+        } else {
+            ""
+        }
     );
     bench("local call (untyped, no params)", filter, |b| {
         let call = b.call("bench.echo", Value::Null);

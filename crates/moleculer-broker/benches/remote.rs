@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moleculer_broker::{Service, ServiceBroker, ServiceSchema};
+use moleculer_broker::{Service, ServiceBroker, ServiceBrokerBuilder, ServiceSchema};
 use moleculer_core::memory_transporter::MemoryBus;
-use moleculer_core::Context;
+use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, Context, RetryPolicy};
 use serde_json::{json, Value};
 
 struct Bench;
@@ -22,17 +22,39 @@ impl Service for Bench {
     }
 }
 
+/// With `BENCH_FAULT_TOLERANCE=1`: retries, the circuit breaker and bulkheads on (their
+/// limits out of reach, so only their bookkeeping is measured).
+fn fault_tolerance(builder: ServiceBrokerBuilder) -> ServiceBrokerBuilder {
+    if std::env::var("BENCH_FAULT_TOLERANCE").is_err() {
+        return builder;
+    }
+    builder
+        .retry_policy(RetryPolicy {
+            enabled: Some(true),
+            ..RetryPolicy::default()
+        })
+        .circuit_breaker(CircuitBreakerOptions {
+            enabled: Some(true),
+            ..CircuitBreakerOptions::default()
+        })
+        .bulkhead(BulkheadOptions {
+            enabled: Some(true),
+            concurrency: Some(1000),
+            max_queue_size: Some(0),
+        })
+}
+
 const MEASURE: Duration = Duration::from_secs(2);
 
 async fn pair(serializer: &str) -> (ServiceBroker, ServiceBroker) {
     let bus = MemoryBus::new();
-    let a = ServiceBroker::builder()
+    let a = fault_tolerance(ServiceBroker::builder())
         .node_id("caller")
         .serializer(serializer)
         .transporter(bus.transporter())
         .build()
         .unwrap();
-    let b = ServiceBroker::builder()
+    let b = fault_tolerance(ServiceBroker::builder())
         .node_id("callee")
         .serializer(serializer)
         .transporter(bus.transporter())
@@ -79,7 +101,14 @@ async fn measure(caller: &ServiceBroker, in_flight: usize) -> (f64, f64, f64) {
 
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    println!("moleculer-rs remote calls over the in-memory transporter (10-byte echo, multi-thread runtime)");
+    println!(
+        "moleculer-rs remote calls over the in-memory transporter (10-byte echo){}",
+        if std::env::var("BENCH_FAULT_TOLERANCE").is_ok() {
+            ", retries, breaker and bulkheads on"
+        } else {
+            ""
+        }
+    );
     for serializer in ["JSON", "MsgPack"] {
         if filter
             .as_deref()

@@ -243,13 +243,13 @@ impl ServiceBroker {
     /// Calls an action.
     #[inline]
     pub fn call(&self, action: &str, params: Value) -> CallFuture {
-        self.call_with(action, params, CallOptions::default())
+        self.core.call(None, action, params, CallOptions::none())
     }
 
     /// Calls an action with options (timeout, target node, meta).
     #[inline]
     pub fn call_with(&self, action: &str, params: Value, opts: CallOptions) -> CallFuture {
-        self.core.call(None, action, params, opts)
+        self.core.call(None, action, params, &opts)
     }
 
     /// Calls an action with typed params and result.

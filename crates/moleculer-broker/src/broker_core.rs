@@ -47,7 +47,7 @@ pub(crate) struct BrokerCore {
     pub options: BrokerOptions,
     pub registry: Arc<SharedRegistry>,
     pub middlewares: Arc<MiddlewareChain>,
-    pub calls: Arc<CallRouter>,
+    pub calls: CallRouter,
     pub events: Arc<EventBus>,
     pub lifecycle: Lifecycle,
 }
@@ -143,7 +143,7 @@ impl BrokerCore {
                 registry.clone(),
                 middlewares.clone(),
                 transit,
-                breaker,
+                breaker.clone(),
                 tracker.in_flight(),
                 handle.clone(),
             );
@@ -156,6 +156,7 @@ impl BrokerCore {
                 events.clone(),
                 cluster,
                 tracker,
+                breaker,
                 handle,
             );
             BrokerCore {
@@ -189,13 +190,13 @@ impl BrokerCore {
         parent: Option<&Context>,
         action: &str,
         params: Value,
-        opts: CallOptions,
+        opts: &CallOptions,
     ) -> CallFuture {
         match self.middlewares.call_chain() {
             Some(chain) => CallFuture::boxed(chain(CallRequest {
                 action: action.to_owned(),
                 params,
-                options: opts,
+                options: opts.clone(),
                 parent: parent.cloned(),
             })),
             None => self.calls.call(parent, action, params, opts),
@@ -234,7 +235,7 @@ fn call_base(core: Weak<BrokerCore>) -> CallHandler {
                     req.parent.as_ref(),
                     &req.action,
                     req.params,
-                    req.options,
+                    &req.options,
                 )),
                 None => Box::pin(future::ready(Err(MoleculerError::broker_disconnected()))),
             }
@@ -269,7 +270,7 @@ impl BrokerHandle for BrokerCore {
         parent: Option<&Context>,
         action: &str,
         params: Value,
-        opts: CallOptions,
+        opts: &CallOptions,
     ) -> BoxFuture<'static, Result<Value>> {
         BrokerCore::call(self, parent, action, params, opts).into_boxed()
     }

@@ -1,6 +1,8 @@
-//! The future of one local action call: the handler's future, an optional deadline, panic
-//! capture and the meta merge into the parent. Hand-written so the common case (no timeout, no
-//! parent) is one small struct with no extra allocation.
+//! The future of one action call: the handler's future (or the request to another node), an
+//! optional deadline, panic capture, the meta merge into the parent, the endpoint's bulkhead
+//! slot, the caller's circuit breaker bookkeeping, and, after a failure, the retry policy and
+//! fallback. Hand-written so the common case is one small struct with no extra allocation;
+//! retries cost something only once a call has failed.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -8,12 +10,15 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use futures::future::BoxFuture;
+use moleculer_core::bulkhead::Admission;
 use moleculer_core::in_flight::Entered;
 use moleculer_core::{Context, MoleculerError, Result};
 use serde_json::Value;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::panic_guard::panic_message;
+use crate::retry::{recover, Failed, OnFailure, Recovery};
 
 /// The future returned by [`ServiceBroker::call`](crate::ServiceBroker::call).
 #[must_use = "futures do nothing unless awaited"]
@@ -25,17 +30,60 @@ enum State {
     Boxed(BoxFuture<'static, Result<Value>>),
 }
 
+/// A call under way. Small (56 bytes), since every call moves it a few times and a caller's
+/// `async` block holds it twice: what most calls never need sits in [`Extras`].
 struct Running {
     handler: BoxFuture<'static, Result<Value>>,
     ctx: Context,
     deadline: Option<Pin<Box<Sleep>>>,
     parent: Option<Context>,
+    extras: Option<Box<Extras>>,
     /// Counted as work in progress (on the broker that runs the handler) until dropped.
     entered: Option<Entered>,
+    /// Holding one of the endpoint's bulkhead slots.
+    holds_slot: bool,
+    /// Report the outcome to the caller's breaker for this endpoint.
+    record: bool,
+    /// Without a recovery of its own, a failed call follows its endpoint's retry plan (a
+    /// request served for another node does not: its caller recovers).
+    endpoint_plan: bool,
+}
+
+/// The parts of a call that only some calls have.
+struct Extras {
+    /// Waiting in the endpoint's bulkhead queue for a slot.
+    queued: Option<oneshot::Receiver<()>>,
+    /// The recovery the call set up itself.
+    own_recovery: Option<Box<Recovery>>,
+}
+
+impl Running {
+    /// Leaves the bulkhead queue, if waiting in it.
+    fn take_queued(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.extras.as_mut().and_then(|e| e.queued.take())
+    }
+
+    /// Gives the bulkhead slot back (or the place in its queue).
+    #[inline]
+    fn release_slot(&mut self) {
+        if self.holds_slot {
+            self.holds_slot = false;
+            if let Some(b) = &self.ctx.target().bulkhead {
+                b.release();
+            }
+        }
+        if let Some(rx) = self.take_queued() {
+            if let Some(b) = &self.ctx.target().bulkhead {
+                b.release_unused(rx);
+            }
+        }
+    }
 }
 
 impl Drop for Running {
+    #[inline]
     fn drop(&mut self) {
+        self.release_slot();
         if let (Some(entered), Some(tracker)) = (self.entered, self.ctx.tracker()) {
             tracker.leave(entered);
         }
@@ -59,20 +107,58 @@ impl CallFuture {
         }
     }
 
+    /// A started handler: admitted by its endpoint's bulkhead (or queued, or refused), run
+    /// until done or `deadline`.
+    #[inline]
     pub(crate) fn running(
         handler: BoxFuture<'static, Result<Value>>,
         ctx: Context,
         deadline: Option<Instant>,
         parent: Option<Context>,
     ) -> Self {
+        Self::guarded(handler, ctx, deadline, parent, false, OnFailure::Answer)
+    }
+
+    /// [`running`](Self::running), also reporting the outcome to the caller's breaker
+    /// (`record`) and recovering from a failure as `recovery` says.
+    #[inline]
+    pub(crate) fn guarded(
+        handler: BoxFuture<'static, Result<Value>>,
+        ctx: Context,
+        deadline: Option<Instant>,
+        parent: Option<Context>,
+        record: bool,
+        on_failure: OnFailure,
+    ) -> Self {
+        let (holds_slot, queued) = match ctx.target().bulkhead.as_ref().map(|b| b.enter()) {
+            None => (false, None),
+            Some(Admission::Entered) => (true, None),
+            Some(Admission::Queued(rx)) => (false, Some(rx)),
+            Some(Admission::Full(err)) => return CallFuture::failed(err),
+        };
         let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let entered = ctx.tracker().map(|t| t.enter());
+        let (own_recovery, endpoint_plan) = match on_failure {
+            OnFailure::Answer => (None, false),
+            OnFailure::EndpointPlan => (None, true),
+            OnFailure::Own(own) => (Some(own), false),
+        };
+        let extras = (queued.is_some() || own_recovery.is_some()).then(|| {
+            Box::new(Extras {
+                queued,
+                own_recovery,
+            })
+        });
         CallFuture(State::Running(Running {
             handler,
             ctx,
             deadline,
             parent,
+            extras,
             entered,
+            holds_slot,
+            record,
+            endpoint_plan,
         }))
     }
 }
@@ -94,38 +180,120 @@ impl Running {
         }
     }
 
-    fn finish(&self, result: Result<Value>) -> Result<Value> {
+    /// Done: slot back, meta to the parent, outcome to the breaker. A failure with a recovery
+    /// turns into the retry future.
+    #[inline]
+    fn finish(&mut self, result: Result<Value>) -> Finish {
+        self.release_slot();
         if let Some(parent) = &self.parent {
             parent.merge_meta(self.ctx.take_meta());
         }
-        result
+        if self.record {
+            if let Some(breaker) = &self.ctx.target().breaker {
+                let node = self.ctx.local_node_id();
+                breaker.record(result.as_ref().is_err_and(|e| is_failure(e, node)));
+            }
+        }
+        let err = match result {
+            Ok(value) => return Finish::Done(Ok(value)),
+            Err(err) => err,
+        };
+        let own = self.extras.as_mut().and_then(|e| e.own_recovery.take());
+        let recovery = match (own, self.endpoint_plan) {
+            (Some(own), _) => *own,
+            (None, true) => match self.ctx.target().retry {
+                Some(plan) => Recovery::retrying(plan),
+                None => return Finish::Done(Err(err)),
+            },
+            (None, false) => return Finish::Done(Err(err)),
+        };
+        if !recovery.applies() || (!err.retryable && recovery.fallback.is_none()) {
+            return Finish::Done(Err(err));
+        }
+        Finish::Recover(Box::pin(recover(
+            self.ctx.broker(),
+            recovery,
+            Failed {
+                err,
+                action: self.ctx.action().unwrap_or_default().to_owned(),
+                params: self.ctx.params().clone(),
+                meta: self.ctx.meta(),
+                headers: self.ctx.headers().clone(),
+                parent: self.parent.clone(),
+                request_id: Some(self.ctx.request_id().clone()),
+                node: Some(self.ctx.local_node_id().clone()),
+                deadline: self.ctx.deadline(),
+            },
+        )))
     }
+
+    fn poll_running(&mut self, cx: &mut TaskContext<'_>) -> Poll<Finish> {
+        if let Some(rx) = self.extras.as_mut().and_then(|e| e.queued.as_mut()) {
+            match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.take_queued();
+                    self.holds_slot = true;
+                }
+                Poll::Ready(Err(_)) => {
+                    self.take_queued();
+                    let err = MoleculerError::broker_disconnected();
+                    return Poll::Ready(self.finish(Err(err)));
+                }
+                Poll::Pending => return self.poll_deadline(cx),
+            }
+        }
+        if let Poll::Ready(result) = self.poll_handler(cx) {
+            return Poll::Ready(self.finish(result));
+        }
+        self.poll_deadline(cx)
+    }
+
+    fn poll_deadline(&mut self, cx: &mut TaskContext<'_>) -> Poll<Finish> {
+        if let Some(deadline) = &mut self.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                let err = MoleculerError::request_timeout(
+                    self.ctx.action().unwrap_or_default(),
+                    self.ctx.local_node_id(),
+                );
+                return Poll::Ready(self.finish(Err(err)));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// How a running call ended.
+enum Finish {
+    Done(Result<Value>),
+    Recover(BoxFuture<'static, Result<Value>>),
+}
+
+/// Whether an outcome counts against the endpoint: a server-side error (code ≥ 500) that the
+/// node itself raised (not one it relayed from further down), including the caller's own
+/// timeout and the rejection of a request whose node left.
+pub(crate) fn is_failure(err: &MoleculerError, node: &str) -> bool {
+    err.code >= 500 && err.node_id.as_deref().is_none_or(|n| n == node)
 }
 
 impl Future for CallFuture {
     type Output = Result<Value>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Value>> {
-        match &mut self.get_mut().0 {
+        let this = self.get_mut();
+        match &mut this.0 {
             State::Failed(err) => Poll::Ready(Err(err
                 .take()
                 .unwrap_or_else(MoleculerError::broker_disconnected))),
             State::Boxed(fut) => fut.as_mut().poll(cx),
-            State::Running(run) => {
-                if let Poll::Ready(result) = run.poll_handler(cx) {
-                    return Poll::Ready(run.finish(result));
+            State::Running(run) => match run.poll_running(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Finish::Done(result)) => Poll::Ready(result),
+                Poll::Ready(Finish::Recover(mut retry)) => {
+                    let polled = retry.as_mut().poll(cx);
+                    this.0 = State::Boxed(retry);
+                    polled
                 }
-                if let Some(deadline) = &mut run.deadline {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        let err = MoleculerError::request_timeout(
-                            run.ctx.action().unwrap_or_default(),
-                            run.ctx.local_node_id(),
-                        );
-                        return Poll::Ready(run.finish(Err(err)));
-                    }
-                }
-                Poll::Pending
-            }
+            },
         }
     }
 }
@@ -148,6 +316,9 @@ mod tests {
             service: "svc".into(),
             action: Some("svc.act".into()),
             tracker: None,
+            bulkhead: None,
+            breaker: None,
+            retry: None,
         });
         Context::for_call(
             target,
@@ -172,7 +343,7 @@ mod tests {
             _: Option<&Context>,
             _: &str,
             _: Value,
-            _: moleculer_core::CallOptions,
+            _: &moleculer_core::CallOptions,
         ) -> BoxFuture<'static, Result<Value>> {
             unreachable!("no nested calls in these tests")
         }

@@ -5,18 +5,22 @@
 //! is broadcast as `$circuit-breaker.opened` / `half-opened` / `closed` with Moleculer's
 //! payloads.
 //!
+//! Calls count themselves in their endpoint's [`EndpointBreaker`] (reached through the
+//! context's target: no lookup for local endpoints, one per remote call); this component makes
+//! the decisions the counts call for.
+//!
 //! Beyond Moleculer: a timeout measured by the caller and a request rejected because the node
 //! left count as failures too, so a crashed or frozen node trips the breaker (Moleculer counts
-//! only errors that come back from the node); counting windows restart on their own for every
-//! endpoint; and an endpoint's state is forgotten when its node leaves.
+//! only errors that come back from the node); every endpoint's window restarts on its own
+//! clock; and an endpoint's state is forgotten when its node leaves.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use moleculer_core::{
-    CircuitBreakerOptions, EmitOptions, EventType, MoleculerError, NodeId, Result,
-};
+use moleculer_core::endpoint_breaker::{BreakerSignal, BreakerState, EndpointBreaker};
+use moleculer_core::{CircuitBreakerOptions, EmitOptions, EventType, NodeId};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -24,46 +28,27 @@ use tokio::time::Instant;
 use crate::event_bus::EventBus;
 use crate::shared_registry::SharedRegistry;
 
-/// Where an endpoint's breaker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BreakerState {
-    /// Requests flow; outcomes are counted.
-    Closed,
-    /// The endpoint is switched off until `halfOpenTime` has passed.
-    Open,
-    /// The next request is let through as the probe.
-    HalfOpen,
-    /// The probe is out; everyone else skips the endpoint.
-    HalfOpenWait,
-}
-
-struct Endpoint {
-    state: BreakerState,
-    count: u32,
-    failures: u32,
-    window_start: Instant,
-    service: Arc<str>,
-    /// Bumped at every state change, so a timer set for an older state does nothing.
-    epoch: u64,
-}
-
 type Key = (NodeId, Arc<str>);
+
+/// What the component keeps about one endpoint besides its counts.
+struct Endpoint {
+    node: NodeId,
+    action: Arc<str>,
+    service: Arc<str>,
+    options: CircuitBreakerOptions,
+    /// Bumped at every state change, so a timer set for an older state does nothing.
+    epoch: AtomicU64,
+    window_start: Mutex<Instant>,
+}
 
 /// The breaker states of every endpoint this node calls.
 pub(crate) struct CircuitBreaker {
     /// The broker's settings, under each action's own.
     pub base: CircuitBreakerOptions,
-    endpoints: DashMap<Key, Arc<Mutex<Endpoint>>>,
+    endpoints: DashMap<Key, (Arc<EndpointBreaker>, Arc<Endpoint>), foldhash::fast::RandomState>,
     registry: Arc<SharedRegistry>,
     events: Arc<EventBus>,
     me: Weak<CircuitBreaker>,
-}
-
-/// Whether an outcome counts against the endpoint: a server-side error (code ≥ 500) that the
-/// node itself raised (not one it relayed from further down), including the caller's own
-/// timeout and the rejection of a request whose node left.
-fn is_failure(err: &MoleculerError, node: &str) -> bool {
-    err.code >= 500 && err.node_id.as_deref().is_none_or(|n| n == node)
 }
 
 impl CircuitBreaker {
@@ -74,88 +59,65 @@ impl CircuitBreaker {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             base,
-            endpoints: DashMap::new(),
+            endpoints: DashMap::default(),
             registry,
             events,
             me: me.clone(),
         })
     }
 
-    fn entry(&self, node: &NodeId, action: &Arc<str>) -> Option<Arc<Mutex<Endpoint>>> {
-        self.endpoints
-            .get(&(node.clone(), action.clone()))
-            .map(|e| e.clone())
-    }
-
-    /// Whether a request may go to this endpoint now. A half-open endpoint admits one request
-    /// (the probe) and is switched off until its outcome is known.
-    pub fn admit(&self, options: &CircuitBreakerOptions, node: &NodeId, action: &Arc<str>) -> bool {
-        let Some(entry) = self.entry(node, action) else {
-            return true;
-        };
-        let mut ep = entry.lock();
-        match ep.state {
-            BreakerState::Closed => true,
-            BreakerState::Open | BreakerState::HalfOpenWait => false,
-            BreakerState::HalfOpen => {
-                ep.state = BreakerState::HalfOpenWait;
-                ep.epoch += 1;
-                self.registry
-                    .write()
-                    .set_action_endpoint_available(action, node, false);
-                // A probe that never answers releases the endpoint after another halfOpenTime.
-                self.half_open_after(options, node, action, ep.epoch);
-                true
-            }
-        }
-    }
-
-    /// Counts the outcome of a request to `node` for `action`.
-    pub fn record<T>(
+    /// The breaker of `action` on `node` (created on first use), with `options` in force.
+    pub fn endpoint(
         &self,
-        options: &CircuitBreakerOptions,
         node: &NodeId,
         action: &Arc<str>,
         service: &Arc<str>,
-        outcome: &Result<T>,
-    ) {
-        let failed = outcome.as_ref().err().is_some_and(|e| is_failure(e, node));
-        let entry = self
-            .endpoints
+        options: &CircuitBreakerOptions,
+    ) -> Arc<EndpointBreaker> {
+        if let Some(found) = self.endpoints.get(&(node.clone(), action.clone())) {
+            return found.0.clone();
+        }
+        self.endpoints
             .entry((node.clone(), action.clone()))
             .or_insert_with(|| {
-                Arc::new(Mutex::new(Endpoint {
-                    state: BreakerState::Closed,
-                    count: 0,
-                    failures: 0,
-                    window_start: Instant::now(),
+                let about = Arc::new(Endpoint {
+                    node: node.clone(),
+                    action: action.clone(),
                     service: service.clone(),
-                    epoch: 0,
-                }))
+                    options: *options,
+                    epoch: AtomicU64::new(0),
+                    window_start: Mutex::new(Instant::now()),
+                });
+                let (me, watched) = (self.me.clone(), about.clone());
+                let breaker = Arc::new(EndpointBreaker::new(Box::new(move |b, signal| {
+                    if let Some(me) = me.upgrade() {
+                        me.observe(b, &watched, signal);
+                    }
+                })));
+                (breaker, about)
             })
-            .clone();
-        let mut ep = entry.lock();
-        let window = Duration::from_secs_f64(options.window_time());
-        if ep.window_start.elapsed() >= window {
-            ep.window_start = Instant::now();
-            ep.count = 0;
-            ep.failures = 0;
-        }
-        ep.count += 1;
-        if failed {
-            ep.failures += 1;
-        }
-        match ep.state {
-            BreakerState::HalfOpenWait if failed => self.open(&mut ep, options, node, action),
-            BreakerState::HalfOpenWait => self.close(&mut ep, node, action),
-            BreakerState::Closed
-                if ep.count >= options.min_request_count()
-                    && f64::from(ep.failures) / f64::from(ep.count) >= options.threshold() =>
-            {
-                self.open(&mut ep, options, node, action);
+            .0
+            .clone()
+    }
+
+    /// Restarts the counting window of every endpoint whose window is over; every second.
+    pub fn start(&self) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                let Some(me) = me.upgrade() else { break };
+                for entry in me.endpoints.iter() {
+                    let (breaker, about) = entry.value();
+                    let mut start = about.window_start.lock();
+                    if start.elapsed().as_secs_f64() >= about.options.window_time() {
+                        *start = Instant::now();
+                        breaker.reset_counts();
+                    }
+                }
             }
-            _ => {}
-        }
+        });
     }
 
     /// Forgets every endpoint of a node that left: a node that comes back starts afresh.
@@ -163,76 +125,92 @@ impl CircuitBreaker {
         self.endpoints.retain(|(n, _), _| **n != *node);
     }
 
-    fn open(
-        &self,
-        ep: &mut Endpoint,
-        options: &CircuitBreakerOptions,
-        node: &NodeId,
-        action: &Arc<str>,
-    ) {
-        ep.state = BreakerState::Open;
-        ep.epoch += 1;
+    fn observe(&self, breaker: &EndpointBreaker, about: &Arc<Endpoint>, signal: BreakerSignal) {
+        match (breaker.state(), signal) {
+            (BreakerState::HalfOpenWait, BreakerSignal::Probe) => {
+                // A probe that never answers releases the endpoint after another halfOpenTime.
+                let epoch = about.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+                self.half_open_after(about, epoch);
+            }
+            (BreakerState::HalfOpenWait, BreakerSignal::Outcome { failed: true }) => {
+                self.open(breaker, about);
+            }
+            (BreakerState::HalfOpenWait, BreakerSignal::Outcome { failed: false }) => {
+                self.close(breaker, about);
+            }
+            (BreakerState::Closed, BreakerSignal::Outcome { failed: true }) => {
+                let (count, failures) = breaker.counts();
+                if count >= about.options.min_request_count()
+                    && f64::from(failures) / f64::from(count.max(1)) >= about.options.threshold()
+                {
+                    self.open(breaker, about);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn open(&self, breaker: &EndpointBreaker, about: &Arc<Endpoint>) {
+        breaker.set_state(BreakerState::Open);
+        let epoch = about.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.registry
             .write()
-            .set_action_endpoint_available(action, node, false);
-        let rate = if ep.count > 0 {
-            f64::from(ep.failures) / f64::from(ep.count)
+            .set_action_endpoint_available(&about.action, &about.node, false);
+        let (count, failures) = breaker.counts();
+        let rate = if count > 0 {
+            f64::from(failures) / f64::from(count)
         } else {
             0.0
         };
-        tracing::warn!(node = %node, action = %action, failures = ep.failures, count = ep.count, "circuit breaker opened");
+        tracing::warn!(node = %about.node, action = %about.action, failures, count, "circuit breaker opened");
         self.announce(
             "$circuit-breaker.opened",
-            json!({ "nodeID": node, "service": &*ep.service, "action": &**action, "failures": ep.failures, "count": ep.count, "rate": rate }),
+            json!({ "nodeID": about.node, "service": &*about.service, "action": &*about.action, "failures": failures, "count": count, "rate": rate }),
         );
-        self.half_open_after(options, node, action, ep.epoch);
+        self.half_open_after(about, epoch);
     }
 
-    fn close(&self, ep: &mut Endpoint, node: &NodeId, action: &Arc<str>) {
-        ep.state = BreakerState::Closed;
-        ep.epoch += 1;
-        ep.count = 0;
-        ep.failures = 0;
-        ep.window_start = Instant::now();
+    fn close(&self, breaker: &EndpointBreaker, about: &Arc<Endpoint>) {
+        breaker.set_state(BreakerState::Closed);
+        about.epoch.fetch_add(1, Ordering::AcqRel);
+        breaker.reset_counts();
+        *about.window_start.lock() = Instant::now();
         self.registry
             .write()
-            .set_action_endpoint_available(action, node, true);
-        tracing::info!(node = %node, action = %action, "circuit breaker closed");
+            .set_action_endpoint_available(&about.action, &about.node, true);
+        tracing::info!(node = %about.node, action = %about.action, "circuit breaker closed");
         self.announce(
             "$circuit-breaker.closed",
-            json!({ "nodeID": node, "service": &*ep.service, "action": &**action }),
+            json!({ "nodeID": about.node, "service": &*about.service, "action": &*about.action }),
         );
     }
 
     /// After `halfOpenTime`, unless the state changed meanwhile: half-open (one probe may go).
-    fn half_open_after(
-        &self,
-        options: &CircuitBreakerOptions,
-        node: &NodeId,
-        action: &Arc<str>,
-        epoch: u64,
-    ) {
-        let wait = Duration::from_millis(options.half_open_time());
-        let (me, node, action) = (self.me.clone(), node.clone(), action.clone());
+    fn half_open_after(&self, about: &Arc<Endpoint>, epoch: u64) {
+        let wait = Duration::from_millis(about.options.half_open_time());
+        let (me, about) = (self.me.clone(), about.clone());
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let Some(me) = me.upgrade() else { return };
-            let Some(entry) = me.entry(&node, &action) else {
-                return;
-            };
-            let mut ep = entry.lock();
-            if ep.epoch != epoch {
+            if about.epoch.load(Ordering::Acquire) != epoch {
                 return;
             }
-            ep.state = BreakerState::HalfOpen;
-            ep.epoch += 1;
+            let Some(breaker) = me
+                .endpoints
+                .get(&(about.node.clone(), about.action.clone()))
+                .map(|e| e.0.clone())
+            else {
+                return;
+            };
+            about.epoch.fetch_add(1, Ordering::AcqRel);
+            breaker.set_state(BreakerState::HalfOpen);
             me.registry
                 .write()
-                .set_action_endpoint_available(&action, &node, true);
-            tracing::info!(node = %node, action = %action, "circuit breaker half-opened");
+                .set_action_endpoint_available(&about.action, &about.node, true);
+            tracing::info!(node = %about.node, action = %about.action, "circuit breaker half-opened");
             me.announce(
                 "$circuit-breaker.half-opened",
-                json!({ "nodeID": node, "service": &*ep.service, "action": &*action }),
+                json!({ "nodeID": about.node, "service": &*about.service, "action": &*about.action }),
             );
         });
     }

@@ -6,19 +6,24 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::{self, BoxFuture};
-use moleculer_core::{BrokerHandle, BulkheadOptions, ContextTarget, NodeId, Result};
+use moleculer_core::bulkhead::Bulkhead;
+use moleculer_core::endpoint_breaker::EndpointBreaker;
+use moleculer_core::{
+    BrokerHandle, BulkheadOptions, ContextTarget, NodeId, Result, RetryPlan, RetryPolicy,
+};
 use moleculer_registry::LocalService;
 use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::broker_state::{BrokerState, StateCell};
-use crate::bulkhead::Bulkhead;
+use crate::circuit_breaker::CircuitBreaker;
 use crate::cluster::Cluster;
 use crate::context_tracker::ContextTracker;
 use crate::error::BrokerError;
 use crate::event_bus::EventBus;
 use crate::middleware_chain::MiddlewareChain;
 use crate::options::BrokerOptions;
+use crate::retry::retry_plan;
 use crate::service_schema::BoundService;
 use crate::shared_registry::{LocalAction, LocalSubscription, SharedRegistry};
 
@@ -69,6 +74,10 @@ pub(crate) struct Lifecycle {
     drain_limit: Duration,
     /// The broker's bulkhead settings, under each action's and event handler's own.
     bulkhead: BulkheadOptions,
+    /// The broker's retry settings, under each action's own.
+    retry_policy: RetryPolicy,
+    /// The caller's breakers, for local endpoints too.
+    breaker: Arc<CircuitBreaker>,
 }
 
 impl Lifecycle {
@@ -82,6 +91,7 @@ impl Lifecycle {
         events: Arc<EventBus>,
         cluster: Option<Arc<Cluster>>,
         tracker: Arc<ContextTracker>,
+        breaker: Arc<CircuitBreaker>,
         broker: Weak<dyn BrokerHandle>,
     ) -> Self {
         Self {
@@ -99,6 +109,8 @@ impl Lifecycle {
             stop_delay: Duration::from_millis(options.registry.stop_delay),
             drain_limit: Duration::from_millis(options.tracking.shutdown_timeout),
             bulkhead: options.bulkhead,
+            retry_policy: options.retry_policy,
+            breaker,
         }
     }
 
@@ -112,13 +124,23 @@ impl Lifecycle {
         Duration::from_millis(self.dependency_interval)
     }
 
-    fn target(&self, service: &Arc<str>, action: Option<Arc<str>>) -> Arc<ContextTarget> {
+    fn target(
+        &self,
+        service: &Arc<str>,
+        action: Option<Arc<str>>,
+        bulkhead: Option<Arc<Bulkhead>>,
+        breaker: Option<Arc<EndpointBreaker>>,
+        retry: Option<RetryPlan>,
+    ) -> Arc<ContextTarget> {
         Arc::new(ContextTarget {
             broker: self.broker.clone(),
             local_node: self.node_id.clone(),
             service: service.clone(),
             action,
             tracker: self.tracker.in_flight(),
+            bulkhead,
+            breaker,
+            retry,
         })
     }
 
@@ -134,13 +156,22 @@ impl Lifecycle {
         let service: Arc<str> = Arc::from(full_name.as_str());
         let mut actions = HashMap::new();
         for (info, handler) in bound.actions {
-            let mut handler = self.middlewares.local_action(handler, &info);
+            let handler = self.middlewares.local_action(handler, &info);
+            let name: Arc<str> = Arc::from(info.name.as_str());
             let bulkhead = info.bulkhead.unwrap_or_default().over(&self.bulkhead);
-            if bulkhead.is_enabled() {
-                handler =
-                    Bulkhead::new(&info.name, self.node_id.clone(), &bulkhead).wrap_action(handler);
-            }
-            let target = self.target(&service, Some(Arc::from(info.name.as_str())));
+            let bulkhead = bulkhead
+                .is_enabled()
+                .then(|| Arc::new(Bulkhead::new(&name, self.node_id.clone(), &bulkhead)));
+            let breaker = info
+                .circuit_breaker
+                .unwrap_or_default()
+                .over(&self.breaker.base);
+            let breaker = breaker.is_enabled().then(|| {
+                self.breaker
+                    .endpoint(&self.node_id, &name, &service, &breaker)
+            });
+            let retry = retry_plan(info.retry_policy.as_ref(), &self.retry_policy);
+            let target = self.target(&service, Some(name), bulkhead, breaker, retry);
             actions.insert(info.name.clone(), LocalAction { handler, target });
         }
         let mut events = HashMap::new();
@@ -148,10 +179,10 @@ impl Lifecycle {
             let mut handler = self.middlewares.local_event(handler, &info);
             let bulkhead = info.bulkhead.unwrap_or_default().over(&self.bulkhead);
             if bulkhead.is_enabled() {
-                handler =
-                    Bulkhead::new(&info.name, self.node_id.clone(), &bulkhead).wrap_event(handler);
+                handler = Arc::new(Bulkhead::new(&info.name, self.node_id.clone(), &bulkhead))
+                    .wrap_event(handler);
             }
-            let target = self.target(&service, None);
+            let target = self.target(&service, None, None, None, None);
             events.insert(info.name.clone(), LocalSubscription { handler, target });
         }
         self.services.lock().push(ServiceEntry {
@@ -218,6 +249,7 @@ impl Lifecycle {
             }
         }
         self.middlewares.started(&self.node_id).await;
+        self.breaker.start();
         self.state.set(BrokerState::Started);
         tracing::info!(node = %self.node_id, "broker started");
         self.events

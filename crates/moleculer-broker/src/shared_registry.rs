@@ -69,6 +69,7 @@ impl SharedRegistry {
     }
 
     /// Reads the registry (keep it short, never await while holding it).
+    #[inline]
     pub fn read(&self) -> ShardedLockReadGuard<'_, BrokerRegistry> {
         self.lock
             .read()

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use crate::bulkhead::Bulkhead;
+use crate::endpoint_breaker::EndpointBreaker;
 use crate::error::{MoleculerError, Result};
-use crate::fault_tolerance::RetryPolicy;
+use crate::fault_tolerance::{RetryPlan, RetryPolicy};
 use crate::in_flight::InFlight;
 use crate::node_id::{generate_shared_id, NodeId};
 
@@ -74,9 +76,32 @@ pub struct CallOptions {
     pub retry_policy: Option<RetryPolicy>,
     /// What to answer if the call fails after its retries, or finds no endpoint.
     pub fallback: Option<Fallback>,
+    /// The id of the request this call belongs to (Moleculer's `requestID`); a new one when
+    /// unset and there is no parent.
+    pub request_id: Option<Arc<str>>,
+    /// Nodes not to call unless no other can serve (a retry avoids the nodes that failed).
+    pub exclude_nodes: Vec<NodeId>,
 }
 
 impl CallOptions {
+    /// No options at all, shared: what a plain call uses, at no cost per call.
+    pub fn none() -> &'static CallOptions {
+        static NONE: CallOptions = CallOptions::NONE;
+        &NONE
+    }
+
+    const NONE: CallOptions = CallOptions {
+        timeout: None,
+        node_id: None,
+        meta: None,
+        headers: None,
+        retries: None,
+        retry_policy: None,
+        fallback: None,
+        request_id: None,
+        exclude_nodes: Vec::new(),
+    };
+
     /// Sets the timeout (zero: no timeout at all).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -236,7 +261,7 @@ pub trait BrokerHandle: Send + Sync + 'static {
         parent: Option<&Context>,
         action: &str,
         params: Value,
-        opts: CallOptions,
+        opts: &CallOptions,
     ) -> BoxFuture<'static, Result<Value>>;
 
     /// Sends an event as a child of `parent` (or as a root emission).
@@ -263,6 +288,13 @@ pub struct ContextTarget {
     pub action: Option<Arc<str>>,
     /// Where the broker counts work in progress (for its graceful stop), if it does.
     pub tracker: Option<Arc<InFlight>>,
+    /// The endpoint's bulkhead, when it has one (the node that runs it admits each request).
+    pub bulkhead: Option<Arc<Bulkhead>>,
+    /// The calling node's circuit breaker for this endpoint, when it keeps one.
+    pub breaker: Option<Arc<EndpointBreaker>>,
+    /// How the calling node retries a failed call to this endpoint (the action's policy over
+    /// the caller's), when retries are on for it and the call sets nothing of its own.
+    pub retry: Option<RetryPlan>,
 }
 
 impl std::fmt::Debug for ContextTarget {
@@ -486,6 +518,11 @@ impl Context {
         self.0.target.tracker.as_ref()
     }
 
+    /// The shared description of this context's endpoint.
+    pub fn target(&self) -> &Arc<ContextTarget> {
+        &self.0.target
+    }
+
     /// The broker running this context, unless it is gone.
     pub fn broker(&self) -> Option<Arc<dyn BrokerHandle>> {
         self.0.target.broker.upgrade()
@@ -571,13 +608,13 @@ impl Context {
     /// Calls an action as a child of this context.
     pub async fn call(&self, action: &str, params: Value) -> Result<Value> {
         self.handle()?
-            .call(Some(self), action, params, CallOptions::default())
+            .call(Some(self), action, params, CallOptions::none())
             .await
     }
 
     /// Calls an action with options as a child of this context.
     pub async fn call_with(&self, action: &str, params: Value, opts: CallOptions) -> Result<Value> {
-        self.handle()?.call(Some(self), action, params, opts).await
+        self.handle()?.call(Some(self), action, params, &opts).await
     }
 
     /// Emits a balanced event (one handler per group) as a child of this context.

@@ -99,14 +99,6 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before retry number `attempt` (1 for the first retry), before jitter:
-    /// `min(delay × factor^(attempt−1), maxDelay)` milliseconds.
-    pub fn backoff_ms(&self, attempt: u32) -> u64 {
-        let exp = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let raw = self.delay() as f64 * self.factor().powi(exp);
-        raw.min(self.max_delay() as f64).max(0.0) as u64
-    }
-
     /// Refuses contradictions.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let factor = self.factor();
@@ -127,6 +119,59 @@ impl RetryPolicy {
             ));
         }
         Ok(())
+    }
+}
+
+/// A retry policy resolved to the numbers a failed call needs. Small and `Copy`, since an
+/// endpoint's context target carries one for every call made to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPlan {
+    /// Attempts after the first; 0 when retries are off.
+    pub retries: u32,
+    /// The first wait, in milliseconds.
+    pub delay_ms: u32,
+    /// The longest wait, in milliseconds.
+    pub max_delay_ms: u32,
+    /// The growth factor of the waits.
+    pub factor: f32,
+    /// Whether waits are drawn between half and all of their length.
+    pub jitter: bool,
+}
+
+impl RetryPlan {
+    /// The plan of `policy`, with the attempt count of a call (`retries`) when it sets one.
+    pub fn of(policy: &RetryPolicy, retries: Option<u32>) -> Self {
+        let clamp = |ms: u64| u32::try_from(ms).unwrap_or(u32::MAX);
+        RetryPlan {
+            retries: if policy.is_enabled() {
+                retries.unwrap_or_else(|| policy.retries())
+            } else {
+                0
+            },
+            delay_ms: clamp(policy.delay()),
+            max_delay_ms: clamp(policy.max_delay()),
+            factor: policy.factor() as f32,
+            jitter: policy.jitter(),
+        }
+    }
+
+    /// The wait before retry number `attempt` (1 for the first), before jitter:
+    /// `min(delay × factor^(attempt−1), maxDelay)` milliseconds.
+    pub fn backoff_ms(&self, attempt: u32) -> u64 {
+        let exp = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let raw = f64::from(self.delay_ms) * f64::from(self.factor).powi(exp);
+        raw.min(f64::from(self.max_delay_ms)).max(0.0) as u64
+    }
+
+    /// The wait before retry number `attempt`, jittered when the plan says so.
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        let ms = self.backoff_ms(attempt);
+        if self.jitter && ms > 1 {
+            use rand::Rng;
+            std::time::Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+        } else {
+            std::time::Duration::from_millis(ms)
+        }
     }
 }
 
@@ -308,7 +353,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_by_the_factor_up_to_max_delay() {
-        let r = RetryPolicy::default();
+        let r = RetryPlan::of(&RetryPolicy::default(), None);
         let waits: Vec<u64> = (1..=6).map(|n| r.backoff_ms(n)).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
     }

@@ -7,8 +7,10 @@
 //! Depend on this crate, and only this crate, to write a backend (a strategy, a middleware, and
 //! later a transporter or a discoverer): it does not depend on the broker.
 
+pub mod bulkhead;
 pub mod context;
 pub mod discoverer;
+pub mod endpoint_breaker;
 pub mod error;
 pub mod fault_tolerance;
 pub mod in_flight;
@@ -27,7 +29,7 @@ pub use context::{
 };
 pub use discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming, NodeDigest};
 pub use error::{ErrorDetails, MoleculerError, Result};
-pub use fault_tolerance::{BulkheadOptions, CircuitBreakerOptions, RetryPolicy};
+pub use fault_tolerance::{BulkheadOptions, CircuitBreakerOptions, RetryPlan, RetryPolicy};
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;
 pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};

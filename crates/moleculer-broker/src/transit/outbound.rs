@@ -380,6 +380,9 @@ mod tests {
             service: "math".into(),
             action: Some("math.add".into()),
             tracker: None,
+            bulkhead: None,
+            breaker: None,
+            retry: None,
         });
         Context::for_call(
             target,
