@@ -9,7 +9,8 @@ use futures::future::{self, BoxFuture, Either};
 use moleculer_core::middleware::{CallHandler, CallRequest, EmitHandler, EmitRequest};
 use moleculer_core::service_info::ClientInfo;
 use moleculer_core::{
-    BrokerHandle, CallOptions, Context, EmitOptions, EventType, MoleculerError, NodeId, Result,
+    BrokerHandle, CallOptions, Context, EmitOptions, ErrorCheck, EventType, MoleculerError, NodeId,
+    Result,
 };
 use moleculer_registry::{Node, Registry};
 use serde_json::Value;
@@ -38,6 +39,10 @@ use crate::transit::outbound::Transit;
 pub(crate) struct Backends {
     pub transporter: Option<Arc<dyn DynTransporter>>,
     pub discoverer: Option<Arc<dyn DynDiscoverer>>,
+    /// Which errors retries retry (default: the retryable ones).
+    pub retry_check: Option<ErrorCheck>,
+    /// Which errors count against an endpoint's breaker (default: code 500 or more).
+    pub breaker_check: Option<ErrorCheck>,
 }
 
 /// Everything a broker is made of; [`ServiceBroker`](crate::ServiceBroker) is a handle to it.
@@ -50,6 +55,7 @@ pub(crate) struct BrokerCore {
     pub calls: CallRouter,
     pub events: Arc<EventBus>,
     pub lifecycle: Lifecycle,
+    retry_check: Option<ErrorCheck>,
 }
 
 /// This node as its own registry describes it.
@@ -97,8 +103,12 @@ impl BrokerCore {
             registry.clone(),
             transit.clone(),
         ));
-        let breaker =
-            CircuitBreaker::new(options.circuit_breaker, registry.clone(), events.clone());
+        let breaker = CircuitBreaker::new(
+            options.circuit_breaker,
+            backends.breaker_check,
+            registry.clone(),
+            events.clone(),
+        );
         let cluster = transit.clone().map(|transit| {
             let discoverer = backends
                 .discoverer
@@ -168,6 +178,7 @@ impl BrokerCore {
                 calls,
                 events,
                 lifecycle,
+                retry_check: backends.retry_check,
             }
         });
         if core.options.internal_services {
@@ -273,6 +284,13 @@ impl BrokerHandle for BrokerCore {
         opts: &CallOptions,
     ) -> BoxFuture<'static, Result<Value>> {
         BrokerCore::call(self, parent, action, params, opts).into_boxed()
+    }
+
+    fn is_retryable(&self, err: &MoleculerError) -> bool {
+        match &self.retry_check {
+            Some(check) => check(err),
+            None => err.retryable,
+        }
     }
 
     fn send_event(

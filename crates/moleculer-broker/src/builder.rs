@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moleculer_core::transporter::Transporter;
-use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, Discoverer, Middleware, RetryPolicy};
+use moleculer_core::{
+    BulkheadOptions, CircuitBreakerOptions, Discoverer, Middleware, MoleculerError, RetryPolicy,
+};
 use serde_json::Value;
 
 use crate::broker::ServiceBroker;
@@ -68,6 +70,29 @@ impl ServiceBrokerBuilder {
     #[must_use]
     pub fn bulkhead(mut self, options: BulkheadOptions) -> Self {
         self.options.bulkhead = options;
+        self
+    }
+
+    /// Which errors the retry policy retries (Moleculer's `retryPolicy.check`); by default
+    /// the ones marked retryable.
+    #[must_use]
+    pub fn retry_check(
+        mut self,
+        check: impl Fn(&MoleculerError) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.backends.retry_check = Some(Arc::new(check));
+        self
+    }
+
+    /// Which errors count as failures of an endpoint (Moleculer's `circuitBreaker.check`); by
+    /// default those with a code of 500 or more. Only errors the endpoint's node raised itself
+    /// are ever counted.
+    #[must_use]
+    pub fn circuit_breaker_check(
+        mut self,
+        check: impl Fn(&MoleculerError) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.backends.breaker_check = Some(Arc::new(check));
         self
     }
 

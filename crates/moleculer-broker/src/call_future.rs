@@ -191,7 +191,11 @@ impl Running {
         if self.record {
             if let Some(breaker) = &self.ctx.target().breaker {
                 let node = self.ctx.local_node_id();
-                breaker.record(result.as_ref().is_err_and(|e| is_failure(e, node)));
+                breaker.record(
+                    result
+                        .as_ref()
+                        .is_err_and(|e| breaker.counts_against(e, node)),
+                );
             }
         }
         let err = match result {
@@ -207,7 +211,7 @@ impl Running {
             },
             (None, false) => return Finish::Done(Err(err)),
         };
-        if !recovery.applies() || (!err.retryable && recovery.fallback.is_none()) {
+        if !recovery.applies() {
             return Finish::Done(Err(err));
         }
         Finish::Recover(Box::pin(recover(
@@ -266,13 +270,6 @@ impl Running {
 enum Finish {
     Done(Result<Value>),
     Recover(BoxFuture<'static, Result<Value>>),
-}
-
-/// Whether an outcome counts against the endpoint: a server-side error (code ≥ 500) that the
-/// node itself raised (not one it relayed from further down), including the caller's own
-/// timeout and the rejection of a request whose node left.
-pub(crate) fn is_failure(err: &MoleculerError, node: &str) -> bool {
-    err.code >= 500 && err.node_id.as_deref().is_none_or(|n| n == node)
 }
 
 impl Future for CallFuture {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use moleculer_core::endpoint_breaker::{BreakerSignal, BreakerState, EndpointBreaker};
-use moleculer_core::{CircuitBreakerOptions, EmitOptions, EventType, NodeId};
+use moleculer_core::{CircuitBreakerOptions, EmitOptions, ErrorCheck, EventType, NodeId};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -48,12 +48,15 @@ pub(crate) struct CircuitBreaker {
     endpoints: DashMap<Key, (Arc<EndpointBreaker>, Arc<Endpoint>), foldhash::fast::RandomState>,
     registry: Arc<SharedRegistry>,
     events: Arc<EventBus>,
+    /// Which errors count as failures (Moleculer's `check`), given to every endpoint's cell.
+    check: Option<ErrorCheck>,
     me: Weak<CircuitBreaker>,
 }
 
 impl CircuitBreaker {
     pub fn new(
         base: CircuitBreakerOptions,
+        check: Option<ErrorCheck>,
         registry: Arc<SharedRegistry>,
         events: Arc<EventBus>,
     ) -> Arc<Self> {
@@ -62,6 +65,7 @@ impl CircuitBreaker {
             endpoints: DashMap::default(),
             registry,
             events,
+            check,
             me: me.clone(),
         })
     }
@@ -89,11 +93,12 @@ impl CircuitBreaker {
                     window_start: Mutex::new(Instant::now()),
                 });
                 let (me, watched) = (self.me.clone(), about.clone());
-                let breaker = Arc::new(EndpointBreaker::new(Box::new(move |b, signal| {
+                let observer = Box::new(move |b: &EndpointBreaker, signal| {
                     if let Some(me) = me.upgrade() {
                         me.observe(b, &watched, signal);
                     }
-                })));
+                });
+                let breaker = Arc::new(EndpointBreaker::new(observer, self.check.clone()));
                 (breaker, about)
             })
             .0

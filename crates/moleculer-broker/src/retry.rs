@@ -114,7 +114,7 @@ pub(crate) async fn recover(
     loop {
         let wait = recovery.retry.backoff(retried + 1);
         let time_left = deadline.is_none_or(|d| Instant::now() + wait < d);
-        if retried >= recovery.retry.retries || !err.retryable || !time_left {
+        if retried >= recovery.retry.retries || !broker.is_retryable(&err) || !time_left {
             return recovery.answer(err);
         }
         tracing::debug!(action = %action, attempt = retried + 1, "retrying after {} ms: {err}", wait.as_millis());

@@ -264,6 +264,12 @@ pub trait BrokerHandle: Send + Sync + 'static {
         opts: &CallOptions,
     ) -> BoxFuture<'static, Result<Value>>;
 
+    /// Whether the broker's retry policy retries `err` (Moleculer's `retryPolicy.check`; by
+    /// default, whether the error is marked retryable).
+    fn is_retryable(&self, err: &MoleculerError) -> bool {
+        err.retryable
+    }
+
     /// Sends an event as a child of `parent` (or as a root emission).
     fn send_event(
         &self,

@@ -6,6 +6,9 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
+use crate::error::MoleculerError;
+use crate::fault_tolerance::ErrorCheck;
+
 /// Where an endpoint's breaker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -52,6 +55,8 @@ pub struct EndpointBreaker {
     count: AtomicU32,
     failures: AtomicU32,
     observer: BreakerObserver,
+    /// What counts as a failure besides the node's origin; a code of 500 or more when unset.
+    check: Option<ErrorCheck>,
 }
 
 impl std::fmt::Debug for EndpointBreaker {
@@ -64,14 +69,27 @@ impl std::fmt::Debug for EndpointBreaker {
 }
 
 impl EndpointBreaker {
-    /// A closed breaker with no counts.
-    pub fn new(observer: BreakerObserver) -> Self {
+    /// A closed breaker with no counts; `check` decides which errors count as failures
+    /// (Moleculer's default when `None`: a code of 500 or more).
+    pub fn new(observer: BreakerObserver, check: Option<ErrorCheck>) -> Self {
         Self {
             state: AtomicU8::new(BreakerState::Closed as u8),
             count: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             observer,
+            check,
         }
+    }
+
+    /// Whether `err`, the outcome of a call to this endpoint on `node`, counts against it: the
+    /// node itself raised it (not one it relayed from further down; the caller's own timeout
+    /// and the rejection of a request whose node left count too) and the check says so.
+    pub fn counts_against(&self, err: &MoleculerError, node: &str) -> bool {
+        err.node_id.as_deref().is_none_or(|n| n == node)
+            && self
+                .check
+                .as_ref()
+                .map_or(err.code >= 500, |check| check(err))
     }
 
     /// The current state.
@@ -145,7 +163,7 @@ mod tests {
     fn watched() -> (EndpointBreaker, Arc<Mutex<Vec<BreakerSignal>>>) {
         let heard = Arc::new(Mutex::new(Vec::new()));
         let h = heard.clone();
-        let b = EndpointBreaker::new(Box::new(move |_, s| h.lock().unwrap().push(s)));
+        let b = EndpointBreaker::new(Box::new(move |_, s| h.lock().unwrap().push(s)), None);
         (b, heard)
     }
 

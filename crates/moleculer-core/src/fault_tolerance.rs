@@ -8,7 +8,15 @@
 //! default, so `RetryPolicy { retries: Some(3), ..Default::default() }` on an action changes
 //! only the count.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use crate::error::MoleculerError;
+
+/// A function that decides about an error: whether a retry policy retries it, or whether a
+/// circuit breaker counts it as a failure (Moleculer's `check`).
+pub type ErrorCheck = Arc<dyn Fn(&MoleculerError) -> bool + Send + Sync>;
 
 /// Why a setting is refused: the key (relative to its section) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,9 @@ pub use context::{
 };
 pub use discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, DiscoveryTiming, NodeDigest};
 pub use error::{ErrorDetails, MoleculerError, Result};
-pub use fault_tolerance::{BulkheadOptions, CircuitBreakerOptions, RetryPlan, RetryPolicy};
+pub use fault_tolerance::{
+    BulkheadOptions, CircuitBreakerOptions, ErrorCheck, RetryPlan, RetryPolicy,
+};
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;
 pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};

@@ -208,4 +208,48 @@ mod tests {
             .to_string();
         assert!(err.contains("serializer") && err.contains("XML"), "{err}");
     }
+
+    #[test]
+    fn fault_tolerance_sections_come_from_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("mol-config-ft-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("moleculer.toml");
+        std::fs::write(
+            &file,
+            "[retryPolicy]\nenabled = true\nretries = 3\n[circuitBreaker]\nenabled = true\nthreshold = 0.3\n[bulkhead]\nconcurrency = 4\n",
+        )
+        .unwrap();
+        let o = load_options(
+            Some(&file),
+            env(&[
+                ("MOL_RETRY_POLICY__MAX_DELAY", "2000"),
+                ("MOL_RETRY_POLICY__KEEP_NODE_PIN", "true"),
+                ("MOL_CIRCUIT_BREAKER__HALF_OPEN_TIME", "500"),
+                ("MOL_BULKHEAD__ENABLED", "true"),
+                ("MOL_TRACKING__SHUTDOWN_TIMEOUT", "750"),
+            ]),
+        )
+        .unwrap();
+        let retry = o.retry_policy;
+        assert!(retry.is_enabled());
+        assert_eq!(
+            (retry.retries(), retry.max_delay(), retry.keep_node_pin()),
+            (3, 2000, true)
+        );
+        let breaker = o.circuit_breaker;
+        assert!(breaker.is_enabled());
+        assert_eq!((breaker.threshold(), breaker.half_open_time()), (0.3, 500));
+        assert!(o.bulkhead.is_enabled());
+        assert_eq!(o.bulkhead.concurrency(), 4);
+        assert_eq!(o.tracking.shutdown_timeout, 750);
+        std::fs::remove_dir_all(&dir).ok();
+        let err = load_options(None, env(&[("MOL_CIRCUIT_BREAKER__THRESHOLD", "1.5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("circuitBreaker.threshold"), "{err}");
+        let err = load_options(None, env(&[("MOL_BULKHEAD__CONCURRENCY", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bulkhead.concurrency"), "{err}");
+    }
 }

@@ -239,6 +239,33 @@ async fn errors_that_are_not_retryable_are_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_check_decides_which_errors_are_retried() {
+    let s = Switches::new(2);
+    // Retry validation errors (the 422 of `flaky.invalid`), and nothing marked retryable.
+    let c = cluster(2, &s, |_, b| {
+        b.retry_policy(retries(2))
+            .retry_check(|err: &MoleculerError| err.code == 422)
+    })
+    .await;
+    let err = c
+        .node(0)
+        .call("flaky.invalid", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 422);
+    assert_eq!(s.runs(1), 3, "one attempt and two retries");
+    s.fail(1, true);
+    let err = c.node(0).call("flaky.work", json!({})).await.unwrap_err();
+    assert_eq!(err.code, 500);
+    assert_eq!(
+        s.runs(1),
+        4,
+        "a retryable 500 the check refuses is not retried"
+    );
+    c.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn retries_are_off_unless_enabled_and_a_calls_count_does_not_enable_them() {
     let s = Switches::new(2);
     let c = cluster(2, &s, |_, b| b).await;
@@ -416,6 +443,46 @@ async fn the_breaker_opens_half_opens_and_closes_with_its_events() {
         events[1].1,
         json!({"nodeID": "node-1", "service": "flaky", "action": "flaky.work"})
     );
+    c.stop_all().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_check_decides_which_errors_count_as_failures() {
+    let s = Switches::new(2);
+    // Count validation errors as failures, and not the 500s.
+    let c = cluster(2, &s, |i, b| {
+        if i == 0 {
+            b.circuit_breaker(breaker())
+                .circuit_breaker_check(|err: &MoleculerError| err.code == 422)
+        } else {
+            b
+        }
+    })
+    .await;
+    s.fail(1, true);
+    for _ in 0..6 {
+        c.node(0).call("flaky.work", json!({})).await.unwrap_err();
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(breaker_events(&s.seen).is_empty(), "500s do not count");
+    for _ in 0..6 {
+        c.node(0)
+            .call("flaky.invalid", json!({}))
+            .await
+            .unwrap_err();
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let names: Vec<String> = breaker_events(&s.seen).into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["$circuit-breaker.opened"]);
+    let err = c
+        .node(0)
+        .call("flaky.invalid", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name, "ServiceNotAvailableError");
+    // The breaker is per endpoint: `flaky.work` on the same node still goes through.
+    let err = c.node(0).call("flaky.work", json!({})).await.unwrap_err();
+    assert_eq!(err.code, 500);
     c.stop_all().await;
 }
 
