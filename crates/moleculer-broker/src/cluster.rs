@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use moleculer_core::discoverer::DiscoveryTiming;
-use moleculer_core::transporter::{IncomingSink, TransporterSetup};
+use moleculer_core::transporter::{Delivery, IncomingSink, TransporterSetup};
 use moleculer_core::NodeId;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -73,11 +73,8 @@ impl Cluster {
         // Weak: the transporter holds the sink, and must not keep the broker alive.
         let inbound: Weak<Inbound> = Arc::downgrade(&self.inbound);
         let sink = IncomingSink::new(move |incoming| match inbound.upgrade() {
-            Some(inbound) => {
-                inbound.receive(incoming);
-                true
-            }
-            None => false,
+            Some(inbound) => inbound.receive(incoming),
+            None => Delivery::Closed,
         });
         let setup = TransporterSetup {
             node_id: self.node_id().clone(),

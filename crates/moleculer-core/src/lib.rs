@@ -14,6 +14,7 @@ pub mod endpoint_breaker;
 pub mod error;
 pub mod fault_tolerance;
 pub mod in_flight;
+pub mod log_throttle;
 pub mod memory_transporter;
 pub mod middleware;
 pub mod node_id;
@@ -32,6 +33,7 @@ pub use error::{ErrorDetails, MoleculerError, Result};
 pub use fault_tolerance::{
     BulkheadOptions, CircuitBreakerOptions, ErrorCheck, RetryPlan, RetryPolicy,
 };
+pub use log_throttle::LogThrottle;
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;
 pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};

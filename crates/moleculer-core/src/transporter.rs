@@ -32,29 +32,41 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
+/// What became of a delivered packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The broker took it.
+    Accepted,
+    /// The broker dropped it as bad (malformed, oversized, wrong protocol version). A
+    /// transporter may close a connection that sends little else.
+    Refused,
+    /// Nobody receives any more (the broker is gone).
+    Closed,
+}
+
 /// Where a transporter delivers what it receives. The broker's sink handles requests,
 /// responses and events right away, in the transporter's own task (no extra hop), and queues
 /// discovery packets in order.
 #[derive(Clone)]
-pub struct IncomingSink(Arc<dyn Fn(Incoming) -> bool + Send + Sync>);
+pub struct IncomingSink(Arc<dyn Fn(Incoming) -> Delivery + Send + Sync>);
 
 impl IncomingSink {
-    /// A sink that calls `deliver` for every packet; `deliver` answers `false` once the
-    /// receiver is gone.
-    pub fn new(deliver: impl Fn(Incoming) -> bool + Send + Sync + 'static) -> Self {
+    /// A sink that calls `deliver` for every packet.
+    pub fn new(deliver: impl Fn(Incoming) -> Delivery + Send + Sync + 'static) -> Self {
         Self(Arc::new(deliver))
     }
 
-    /// Delivers a packet; `Err` gives it back when the receiver is gone.
-    pub fn send(&self, packet: Incoming) -> Result<(), Incoming> {
+    /// Delivers a packet and says what became of it.
+    pub fn deliver(&self, packet: Incoming) -> Delivery {
+        (self.0)(packet)
+    }
+
+    /// Delivers a packet; `Err` gives back its kind when the receiver is gone.
+    pub fn send(&self, packet: Incoming) -> Result<(), PacketType> {
         let kind = packet.kind;
-        if (self.0)(packet) {
-            Ok(())
-        } else {
-            Err(Incoming {
-                kind,
-                payload: Vec::new(),
-            })
+        match self.deliver(packet) {
+            Delivery::Closed => Err(kind),
+            Delivery::Accepted | Delivery::Refused => Ok(()),
         }
     }
 }
@@ -68,7 +80,10 @@ impl std::fmt::Debug for IncomingSink {
 impl From<mpsc::UnboundedSender<Incoming>> for IncomingSink {
     /// A sink feeding a channel (tests read packets from its receiver).
     fn from(tx: mpsc::UnboundedSender<Incoming>) -> Self {
-        Self::new(move |packet| tx.send(packet).is_ok())
+        Self::new(move |packet| match tx.send(packet) {
+            Ok(()) => Delivery::Accepted,
+            Err(_) => Delivery::Closed,
+        })
     }
 }
 

@@ -11,7 +11,9 @@ use moleculer_core::protocol::PacketType;
 /// Header length.
 pub const HEADER_LEN: usize = 6;
 
-/// Why a byte stream is not a valid frame sequence. The connection is dropped.
+/// Why bytes are not a frame to accept. After a bad header ([`FrameError::is_fatal`]) the
+/// stream cannot be read on and the connection is dropped; a frame that is only too large or of
+/// an unknown type is skipped, and the frames after it are read as usual.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The checksum byte does not match the header.
@@ -36,6 +38,17 @@ pub enum FrameError {
     /// The type byte is not a TCP packet type.
     #[error("unknown packet type id {0}")]
     UnknownType(u8),
+}
+
+impl FrameError {
+    /// Whether the stream is lost: the header cannot be trusted, so where the next frame starts
+    /// is unknown.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            FrameError::BadChecksum { .. } | FrameError::TooShort(_)
+        )
+    }
 }
 
 /// The type id Moleculer's TCP transporter uses, for the types it carries.
@@ -81,13 +94,17 @@ pub fn encode(kind: PacketType, payload: &[u8]) -> Option<Vec<u8>> {
     Some(frame)
 }
 
-/// Splits a byte stream into frames, across reads of any size.
+/// Splits a byte stream into frames, across reads of any size. It holds only the bytes of a
+/// frame not yet complete, and gives its memory back once it holds nothing, so an idle
+/// connection costs no buffer.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     /// Where the next frame starts: consumed bytes are dropped in bulk, not frame by frame,
     /// so a read holding hundreds of small frames is not shifted hundreds of times.
     start: usize,
+    /// Bytes still to discard of a frame being skipped.
+    skip: usize,
     max_frame: usize,
 }
 
@@ -97,12 +114,21 @@ impl FrameDecoder {
         Self {
             buf: Vec::new(),
             start: 0,
+            skip: 0,
             max_frame,
         }
     }
 
     /// Appends bytes read from the socket.
-    pub fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.skip > 0 {
+            let dropped = self.skip.min(bytes.len());
+            self.skip -= dropped;
+            bytes = &bytes[dropped..];
+        }
+        if bytes.is_empty() {
+            return;
+        }
         if self.start > 0 && self.start * 2 >= self.buf.len() {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -115,11 +141,23 @@ impl FrameDecoder {
         self.buf.len() - self.start
     }
 
-    /// The next whole frame, `Ok(None)` when more bytes are needed, or an error (after which the
-    /// stream is unusable).
+    /// Whether a frame has begun and not ended (bytes held, or a skipped frame not yet past).
+    pub fn in_frame(&self) -> bool {
+        self.buffered() > 0 || self.skip > 0
+    }
+
+    /// Bytes of memory held.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// The next whole frame, `Ok(None)` when more bytes are needed, or an error. After a fatal
+    /// error ([`FrameError::is_fatal`]) the stream is unusable; after any other, the bad frame
+    /// is being skipped and decoding goes on.
     pub fn next_frame(&mut self) -> Result<Option<(PacketType, Vec<u8>)>, FrameError> {
         let pending = &self.buf[self.start..];
         if pending.len() < HEADER_LEN {
+            self.release_if_empty();
             return Ok(None);
         }
         let h = &pending[..HEADER_LEN];
@@ -134,23 +172,46 @@ impl FrameDecoder {
         if (len as usize) < HEADER_LEN {
             return Err(FrameError::TooShort(len));
         }
-        if len as usize > self.max_frame {
-            return Err(FrameError::TooLarge {
+        let refused = if len as usize > self.max_frame {
+            Some(FrameError::TooLarge {
                 len,
                 max: self.max_frame,
-            });
+            })
+        } else {
+            kind_of(h[5])
+                .is_none()
+                .then_some(FrameError::UnknownType(h[5]))
+        };
+        if let Some(err) = refused {
+            // The header is sound, so the frame's end is known: skip it, never buffer it.
+            let held = pending.len().min(len as usize);
+            self.skip = len as usize - held;
+            self.consume(held);
+            return Err(err);
         }
-        let kind = kind_of(h[5]).ok_or(FrameError::UnknownType(h[5]))?;
         if pending.len() < len as usize {
             return Ok(None);
         }
+        let kind = kind_of(h[5]).ok_or(FrameError::UnknownType(h[5]))?;
         let payload = pending[HEADER_LEN..len as usize].to_vec();
-        self.start += len as usize;
+        self.consume(len as usize);
+        Ok(Some((kind, payload)))
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
-        Ok(Some((kind, payload)))
+    }
+
+    /// Gives a large buffer back once nothing is held (a small one is kept for the next read).
+    fn release_if_empty(&mut self) {
+        if self.buffered() == 0 && self.buf.capacity() > 4096 {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
     }
 }
 
@@ -236,6 +297,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_oversized_or_unknown_frame_is_skipped_and_the_next_one_read() {
+        let mut stream = encode(PacketType::Event, b"first").unwrap();
+        stream.extend(encode(PacketType::Request, &vec![7; 5000]).unwrap());
+        let mut unknown = encode(PacketType::Event, b"future").unwrap();
+        unknown[5] = 42;
+        unknown[0] = unknown[1] ^ unknown[2] ^ unknown[3] ^ unknown[4] ^ 42;
+        stream.extend(unknown);
+        stream.extend(encode(PacketType::Ping, b"last").unwrap());
+        // Fed in small pieces, so the oversized frame is skipped across many reads without
+        // being held.
+        let mut d = FrameDecoder::new(1024);
+        let (mut frames, mut errors, mut most_held) = (Vec::new(), Vec::new(), 0);
+        for chunk in stream.chunks(100) {
+            d.push(chunk);
+            most_held = most_held.max(d.buffered());
+            loop {
+                match d.next_frame() {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(err) => {
+                        assert!(!err.is_fatal(), "{err}");
+                        errors.push(err);
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            frames,
+            vec![
+                (PacketType::Event, b"first".to_vec()),
+                (PacketType::Ping, b"last".to_vec())
+            ]
+        );
+        assert_eq!(
+            errors,
+            vec![
+                FrameError::TooLarge {
+                    len: 5006,
+                    max: 1024
+                },
+                FrameError::UnknownType(42)
+            ]
+        );
+        assert!(most_held <= 200, "held {most_held} bytes");
+        assert!(!d.in_frame());
+    }
+
+    #[test]
+    fn an_idle_decoder_gives_its_memory_back() {
+        let mut d = FrameDecoder::new(1 << 20);
+        let big = encode(PacketType::Event, &vec![1; 100_000]).unwrap();
+        d.push(&big[..50_000]);
+        assert!(d.in_frame());
+        assert_eq!(d.next_frame(), Ok(None));
+        d.push(&big[50_000..]);
+        assert!(d.next_frame().unwrap().is_some());
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.capacity(), 0, "nothing held, nothing allocated");
     }
 
     #[test]

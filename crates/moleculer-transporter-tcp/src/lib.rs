@@ -16,6 +16,7 @@
 
 mod discoverer;
 pub mod frame;
+mod inbound;
 mod options;
 mod peer_state;
 mod transporter;

@@ -45,6 +45,19 @@ pub struct TcpOptions {
     pub udp_broadcast: Option<String>,
     /// Seconds between announcements. Default 30.
     pub udp_period: f64,
+    /// Most inbound connections held at once; past it, the least recently active one is closed
+    /// to make room. Default 1000 (each peer opens one, so this bounds the cluster a node can
+    /// serve; raise the process's open-file limit with it). Moleculer's `maxConnections` bounds
+    /// the outbound side the same way.
+    pub max_inbound_connections: usize,
+    /// Seconds a new inbound connection has to say GOSSIP_HELLO before it is closed. Default 10.
+    pub hello_timeout: f64,
+    /// Seconds a frame may take from its first byte to its last before the connection is
+    /// closed (a stalled partial frame holds memory). Default 10.
+    pub frame_timeout: f64,
+    /// Bad frames and packets after which an inbound connection that sends more bad than good
+    /// is closed. Default 100.
+    pub max_bad_packets: u64,
 }
 
 impl Default for TcpOptions {
@@ -62,6 +75,10 @@ impl Default for TcpOptions {
             udp_multicast: Some("239.0.0.0".into()),
             udp_broadcast: None,
             udp_period: 30.0,
+            max_inbound_connections: 1000,
+            hello_timeout: 10.0,
+            frame_timeout: 10.0,
+            max_bad_packets: 100,
         }
     }
 }
@@ -125,6 +142,13 @@ impl FromStr for TcpOptions {
     }
 }
 
+/// A duration in seconds from a config value, at least a millisecond; an infinite value means
+/// practically never.
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.001))
+        .unwrap_or(Duration::from_secs(u64::from(u32::MAX)))
+}
+
 fn peers_from_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<StaticPeer>, D::Error> {
     let entries: Vec<String> = serde::Deserialize::deserialize(d)?;
     entries
@@ -153,6 +177,16 @@ impl TcpOptions {
     /// The gossip period, at least one second.
     pub fn gossip_period(&self) -> Duration {
         Duration::from_secs_f64(self.gossip_period.max(1.0))
+    }
+
+    /// The HELLO deadline of a new inbound connection.
+    pub fn hello_timeout(&self) -> Duration {
+        seconds(self.hello_timeout)
+    }
+
+    /// How long one frame may take to arrive.
+    pub fn frame_timeout(&self) -> Duration {
+        seconds(self.frame_timeout)
     }
 
     /// The port to listen on for `node_id`: explicit, else its own `urls` entry, else random.

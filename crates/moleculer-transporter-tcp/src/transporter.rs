@@ -1,24 +1,22 @@
 //! The TCP transporter: one listener, one outbound connection per peer (HELLO first), frames.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use moleculer_core::protocol::{GossipHelloPacket, Packet, PacketType};
-use moleculer_core::transporter::{
-    Incoming, Outgoing, Transporter, TransporterError, TransporterSetup,
-};
+use moleculer_core::transporter::{Outgoing, Transporter, TransporterError, TransporterSetup};
 use moleculer_core::NodeId;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::discoverer::GossipDiscoverer;
-use crate::frame::{self, FrameDecoder};
+use crate::frame;
+use crate::inbound::InboundConnections;
 use crate::options::TcpOptions;
 use crate::peer_state::{Connected, PeerEvent, PeerState, Writer};
 use crate::udp;
@@ -29,9 +27,8 @@ struct Connections {
     state: Arc<PeerState>,
     /// The accept loop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Each open inbound connection's reader, removed when the connection closes.
-    readers: Mutex<HashMap<u64, AbortHandle>>,
-    next_reader: AtomicU64,
+    /// The connections peers opened to us.
+    inbound: Arc<InboundConnections>,
     next_writer: AtomicU64,
     /// The writer tasks (finished ones are pruned as new ones start).
     writer_tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -135,12 +132,10 @@ impl Connections {
         let flushed = futures::future::join_all(writers);
         let _ = tokio::time::timeout(GOODBYE_WAIT, flushed).await;
         let deadline = tokio::time::Instant::now() + GOODBYE_WAIT;
-        while !self.readers.lock().is_empty() && tokio::time::Instant::now() < deadline {
+        while self.inbound.len() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        for (_, reader) in self.readers.lock().drain() {
-            reader.abort();
-        }
+        self.inbound.close_all();
     }
 }
 
@@ -209,8 +204,7 @@ impl TcpTransporter {
         let links = Arc::new(Connections {
             state: state.clone(),
             tasks: Mutex::new(Vec::new()),
-            readers: Mutex::new(HashMap::new()),
-            next_reader: AtomicU64::new(0),
+            inbound: Arc::new(InboundConnections::new(state.clone())),
             next_writer: AtomicU64::new(0),
             writer_tasks: Mutex::new(Vec::new()),
         });
@@ -225,58 +219,6 @@ impl TcpTransporter {
     /// The port it listens on (after connecting).
     pub fn port(&self) -> u16 {
         self.state.port()
-    }
-}
-
-/// One inbound connection: frames to the broker. A GOSSIP_HELLO on it says where the peer
-/// listens; the gossip decides what to believe. Its end proves nothing about the peer.
-async fn read_connection(
-    state: Arc<PeerState>,
-    conn: Arc<Connected>,
-    mut socket: TcpStream,
-    remote: SocketAddr,
-) {
-    let mut decoder = FrameDecoder::new(state.opts.max_packet_size);
-    let mut peer: Option<NodeId> = None;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match socket.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) => {
-                tracing::debug!(%remote, "read error: {err}");
-                break;
-            }
-        };
-        decoder.push(&buf[..n]);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some((kind, payload))) => {
-                    if kind == PacketType::GossipHello {
-                        if let Ok(Packet::GossipHello(hello)) =
-                            conn.serializer.decode(kind, &payload)
-                        {
-                            let port = if hello.port == 0 {
-                                remote.port()
-                            } else {
-                                hello.port
-                            };
-                            let listens = SocketAddr::new(remote.ip(), port);
-                            state.notify(PeerEvent::Hello(hello.sender.clone(), listens));
-                            peer = Some(hello.sender);
-                        }
-                    }
-                    if conn.incoming.send(Incoming { kind, payload }).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => {
-                    tracing::warn!(%remote, peer = peer.as_deref().unwrap_or("unknown"), "dropping the connection: {err}");
-                    return;
-                }
-            }
-        }
     }
 }
 
@@ -323,28 +265,8 @@ impl Transporter for TcpTransporter {
             version: setup.version,
         });
         *state.connected.lock() = Some(conn.clone());
-        let links = self.links.clone();
-        self.links.spawn(async move {
-            loop {
-                let Ok((socket, remote)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = socket.set_nodelay(true);
-                let id = links.next_reader.fetch_add(1, Ordering::Relaxed);
-                let reader = links.clone();
-                let state = links.state.clone();
-                let conn = conn.clone();
-                // The entry goes when the connection ends, so its memory does too.
-                let mut readers = links.readers.lock();
-                let task = tokio::spawn(async move {
-                    read_connection(state, conn, socket, remote).await;
-                    reader.readers.lock().remove(&id);
-                });
-                if !task.is_finished() {
-                    readers.insert(id, task.abort_handle());
-                }
-            }
-        });
+        let inbound = self.links.inbound.clone();
+        self.links.spawn(inbound.accept_loop(listener, conn));
         if state.opts.udp_discovery {
             udp::start(state.clone()).await;
         }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moleculer_core::protocol::{EventPacket, Packet, RequestPacket};
-use moleculer_core::transporter::Incoming;
-use moleculer_core::{Context, MoleculerError, NodeId, Origin, Visibility};
+use moleculer_core::transporter::{Delivery, Incoming};
+use moleculer_core::{Context, LogThrottle, MoleculerError, NodeId, Origin, Visibility};
 
 use super::outbound::Transit;
 use super::pending::Reply;
@@ -29,6 +29,8 @@ pub(crate) struct Inbound {
     membership: Arc<Membership>,
     state: Arc<StateCell>,
     tracker: Arc<ContextTracker>,
+    /// Keeps a flood of bad packets from flooding the log.
+    warnings: LogThrottle,
 }
 
 /// Polls `work` once right here; only if it has to wait does it get a task of its own. Most
@@ -59,48 +61,62 @@ impl Inbound {
             membership,
             state,
             tracker,
+            warnings: LogThrottle::new(Duration::from_secs(10)),
         }
     }
 
     /// Checks, decodes and dispatches one packet, without awaiting: requests and events run
     /// inline until they first wait, responses complete their waiter at once, discovery
-    /// packets are queued in order.
-    pub fn receive(self: &Arc<Self>, incoming: Incoming) {
+    /// packets are queued in order. A bad packet is dropped with a warning (at most one line per
+    /// sender and reason every few seconds) and reported as refused, so the transporter can
+    /// close a connection that sends little else.
+    pub fn receive(self: &Arc<Self>, incoming: Incoming) -> Delivery {
         let transit = &self.transit;
         if incoming.payload.len() > transit.max_packet_size {
             transit.stats.oversized.fetch_add(1, Ordering::Relaxed);
             let sender = transit.serializer.sender_hint(&incoming.payload);
-            tracing::warn!(
-                kind = %incoming.kind,
-                sender = sender.as_deref().unwrap_or("unknown"),
-                "dropped a {} byte packet above the {} byte limit",
-                incoming.payload.len(),
-                transit.max_packet_size
-            );
-            return;
+            let sender = sender.as_deref().unwrap_or("unknown");
+            if let Some(held) = self.warnings.admit(&format!("oversized:{sender}")) {
+                tracing::warn!(
+                    kind = %incoming.kind,
+                    sender,
+                    "dropped a {} byte packet above the {} byte limit{}",
+                    incoming.payload.len(),
+                    transit.max_packet_size,
+                    self.warnings.held_note(held)
+                );
+            }
+            return Delivery::Refused;
         }
         let packet = match transit.serializer.decode(incoming.kind, &incoming.payload) {
             Ok(packet) => packet,
             Err(err) => {
                 transit.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 let sender = transit.serializer.sender_hint(&incoming.payload);
-                tracing::warn!(
-                    sender = sender.as_deref().unwrap_or("unknown"),
-                    "dropped a packet: {err}"
-                );
-                return;
+                let sender = sender.as_deref().unwrap_or("unknown");
+                if let Some(held) = self.warnings.admit(&format!("malformed:{sender}")) {
+                    tracing::warn!(
+                        sender,
+                        "dropped a packet: {err}{}",
+                        self.warnings.held_note(held)
+                    );
+                }
+                return Delivery::Refused;
             }
         };
         if packet.ver() != transit.version.as_str() && !transit.disable_version_check {
             transit.stats.wrong_version.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                sender = packet.sender(),
-                kind = %packet.kind(),
-                "dropped a packet with protocol version '{}' (this node speaks '{}')",
-                packet.ver(),
-                transit.version.as_str()
-            );
-            return;
+            if let Some(held) = self.warnings.admit(&format!("version:{}", packet.sender())) {
+                tracing::warn!(
+                    sender = packet.sender(),
+                    kind = %packet.kind(),
+                    "dropped a packet with protocol version '{}' (this node speaks '{}'){}",
+                    packet.ver(),
+                    transit.version.as_str(),
+                    self.warnings.held_note(held)
+                );
+            }
+            return Delivery::Refused;
         }
         let from_self = packet.sender() == self.node_id.as_str();
         match packet {
@@ -144,6 +160,7 @@ impl Inbound {
             | Packet::GossipResponse(_)) => self.membership.discovery_packet(packet),
             Packet::Ping(_) | Packet::Pong(_) => {}
         }
+        Delivery::Accepted
     }
 
     /// Serves a REQUEST from another node and answers with a RESPONSE.
