@@ -81,7 +81,11 @@ async fn served_by(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("CLUSTER_ROLE").as_deref() == Ok("node") {
         demo::init_logging("warn");
-        return demo::run_node().await;
+        if let Err(err) = demo::run_node().await {
+            eprintln!("the node stopped: {err}");
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     demo::init_logging("warn");
 

@@ -13,7 +13,11 @@
 mod demo;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
     demo::init_logging("info");
-    demo::run_node().await
+    if let Err(err) = demo::run_node().await {
+        // A sentence, not a debug dump: this is what an operator reads.
+        eprintln!("the node stopped: {err}");
+        std::process::exit(1);
+    }
 }

@@ -129,6 +129,10 @@ impl Membership {
             } => self.heartbeat(&sender, cpu, cpu_seq, seq, instance_id.as_deref()),
             DiscoveryEvent::LocalSeqAtLeast(seq) => self.registry.write().raise_local_seq(seq),
             DiscoveryEvent::Disconnected { node, unexpected } => self.node_gone(&node, unexpected),
+            DiscoveryEvent::NodeIdTaken {
+                instance_id,
+                address,
+            } => self.node_id_taken(&instance_id, &address),
         }
     }
 
@@ -336,6 +340,30 @@ impl Membership {
         let discoverer = self.discoverer.clone();
         let me = self.node_id.clone();
         tokio::spawn(async move { discoverer.send_local_info(Some(me)).await });
+    }
+
+    /// A peer vouches that a live process at `address` holds our node id: we are the newcomer.
+    fn node_id_taken(self: &Arc<Self>, other: &str, address: &str) {
+        if self.conflict.lock().taken(other) != Verdict::Conflict {
+            return;
+        }
+        let starting = self.state.get() == BrokerState::Starting;
+        tracing::error!(
+            node = %self.node_id,
+            ours = %self.instance_id,
+            other,
+            "nodeID conflict: a peer reports that the live node at {address} (instance {other}) already uses node id '{}'; {}",
+            self.node_id,
+            if starting {
+                "this broker refuses to start"
+            } else {
+                "peers keep routing to that node, not to this process: stop it and give it a unique nodeID"
+            }
+        );
+        self.notice(
+            "$broker.error",
+            json!({ "error": format!("nodeID conflict with instance {other} at {address}"), "module": "transit", "type": "nodeIdConflict" }),
+        );
     }
 
     fn conflict_found(self: &Arc<Self>, other: &str) {

@@ -50,6 +50,11 @@ impl NodeIdConflict {
         Some(self.confirm(theirs))
     }
 
+    /// A peer vouches that instance `theirs` is alive and holds our node id: proof enough.
+    pub fn taken(&mut self, theirs: &str) -> Verdict {
+        self.confirm(theirs)
+    }
+
     fn confirm(&mut self, theirs: &str) -> Verdict {
         if self.confirmed.is_some() {
             return Verdict::Ignore;

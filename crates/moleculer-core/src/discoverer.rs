@@ -41,6 +41,14 @@ pub enum DiscoveryEvent {
     /// A peer believes this node is offline at `seq`: raise our seq above it, so the peer takes
     /// our next INFO as new (TCP gossip).
     LocalSeqAtLeast(u64),
+    /// A peer vouches that a live process at `address` (instance `instance_id`) already holds
+    /// this node's id: this node is a duplicate and must not join (TCP gossip).
+    NodeIdTaken {
+        /// The other process's instance id.
+        instance_id: String,
+        /// Where it listens.
+        address: String,
+    },
     /// A node left (`unexpected: false`) or vanished (`unexpected: true`).
     Disconnected {
         /// The node.

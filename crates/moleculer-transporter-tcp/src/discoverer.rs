@@ -282,6 +282,7 @@ impl Gossip {
         for (id, row) in res.online.unwrap_or_default() {
             let id = NodeId::new(id);
             if id == me {
+                self.own_row(&res.sender, &row);
                 continue;
             }
             let known = nodes.iter().find(|n| n.id == id);
@@ -303,11 +304,17 @@ impl Gossip {
                 }
             };
             if let Some(info) = info {
+                let restarted = known.is_some_and(|n| n.instance_id != info.instance_id);
+                if restarted && res.sender == id && known.is_some_and(|n| n.available) {
+                    if let Some(live) = self.duplicate_of(&id, &info) {
+                        self.refuse_duplicate(&id, live, &info).await;
+                        continue;
+                    }
+                }
                 // Newer news of the node; or a new process under its id (a restart), heard from
                 // that process itself or about a node we hold as gone. A relayed INFO of the
                 // process we already hold, not newer, is stale: it must not bring a node that
                 // left back to life.
-                let restarted = known.is_some_and(|n| n.instance_id != info.instance_id);
                 let fresh = known.is_none_or(|n| {
                     n.seq < info.seq || (restarted && (res.sender == id || !n.available))
                 });
@@ -354,6 +361,81 @@ impl Gossip {
         }
     }
 
+    /// Where a node listens according to its INFO (first `ipList` entry, then its host name).
+    fn listens(info: &NodeInfo) -> Option<SocketAddr> {
+        let port = info.port.filter(|p| *p > 0)?;
+        let host = info.ip_list.first().unwrap_or(&info.hostname);
+        Some(SocketAddr::new(host.parse().ok()?, port))
+    }
+
+    /// Whether `info`, a new instance of the online node `id` speaking for itself, comes from a
+    /// second process rather than a restart: our connection to the node's known address is
+    /// still open (a process that ended would have closed it), and the newcomer listens
+    /// elsewhere. The live address, if so.
+    fn duplicate_of(&self, id: &NodeId, info: &NodeInfo) -> Option<SocketAddr> {
+        let live = self.state.live_address(id)?;
+        let claimed = Self::listens(info)?;
+        (claimed != live).then_some(live)
+    }
+
+    /// Keeps the live node and tells the newcomer, on a connection of its own (it cannot be
+    /// reached by node id: that id routes to the live node), which node holds its id.
+    async fn refuse_duplicate(&self, id: &NodeId, live: SocketAddr, info: &NodeInfo) {
+        let Some(claimed) = Self::listens(info) else {
+            return;
+        };
+        tracing::warn!(
+            node = %id,
+            "a second process (instance {}, at {claimed}) claims node id '{id}', which the live node at {live} holds: it is refused",
+            info.instance_id
+        );
+        let nodes = self.link.nodes();
+        let Some(held) = nodes.iter().find(|n| n.id == *id && n.available) else {
+            return;
+        };
+        let mut online = BTreeMap::new();
+        online.insert(id.to_string(), self.info_row(held, 0));
+        let packet = Packet::GossipResponse(GossipResponsePacket {
+            online: Some(online),
+            offline: None,
+            ver: self.ver(),
+            sender: self.link.node_id().clone(),
+        });
+        crate::transporter::send_once(&self.state, claimed, &packet).await;
+    }
+
+    /// A row about ourselves from a peer: normally nothing to learn. But an INFO of another
+    /// instance listening elsewhere means that peer holds our id for a live process that is not
+    /// us (it says so only after checking, see [`Gossip::refuse_duplicate`]).
+    fn own_row(&self, sender: &NodeId, row: &[Value]) {
+        let Some(Ok(info)) = row
+            .first()
+            .filter(|v| v.is_object())
+            .map(|v| serde_json::from_value::<NodeInfo>(v.clone()))
+        else {
+            return;
+        };
+        if info.instance_id == self.link.instance_id() {
+            return;
+        }
+        let ours = SocketAddr::new(
+            self.state
+                .opts
+                .host
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            self.state.port(),
+        );
+        let Some(theirs) = Self::listens(&info).filter(|a| *a != ours) else {
+            return;
+        };
+        tracing::debug!(peer = %sender, "a peer holds our node id for instance {} at {theirs}", info.instance_id);
+        self.link.report(DiscoveryEvent::NodeIdTaken {
+            instance_id: info.instance_id,
+            address: theirs.to_string(),
+        });
+    }
+
     /// A peer that holds us as gone at `seq` gets our INFO above it.
     async fn rejoin(&self, peer: &NodeId, seq: u64) {
         self.link.report(DiscoveryEvent::LocalSeqAtLeast(seq + 1));
@@ -370,19 +452,10 @@ impl Gossip {
         self.state.close_writer(node);
     }
 
-    /// Learns where a node relayed by gossip listens (first `ipList` entry, then its host name).
+    /// Learns where a node relayed by gossip listens.
     fn learn(&self, id: &NodeId, info: &NodeInfo) {
-        let Some(port) = info.port.filter(|p| *p > 0) else {
-            return;
-        };
-        let host = info
-            .ip_list
-            .first()
-            .cloned()
-            .unwrap_or_else(|| info.hostname.clone());
-        if let Ok(ip) = host.parse() {
-            self.state
-                .update_address(id, SocketAddr::new(ip, port), false);
+        if let Some(addr) = Self::listens(info) {
+            self.state.update_address(id, addr, false);
         }
     }
 

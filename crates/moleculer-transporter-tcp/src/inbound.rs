@@ -78,6 +78,8 @@ impl InboundConnections {
     /// connections and calls carry on meanwhile, and the kernel holds new connections in its
     /// backlog until accepting resumes.
     pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, conn: Arc<Connected>) {
+        // Read now: once descriptors run out, the limits file cannot be opened.
+        let limit = open_file_limit();
         let mut failures: u32 = 0;
         let mut failing_since = Instant::now();
         let mut pause = FIRST_ACCEPT_PAUSE;
@@ -100,7 +102,7 @@ impl InboundConnections {
                         tracing::warn!(
                             open = self.len(),
                             "cannot accept a connection: {err}{}; pausing accepts (up to {} s between tries) until it clears",
-                            open_file_limit().map(|l| format!(" (open file limit {l})")).unwrap_or_default(),
+                            limit.map(|l| format!(" (open file limit {l})")).unwrap_or_default(),
                             MAX_ACCEPT_PAUSE.as_secs()
                         );
                     }
@@ -298,6 +300,12 @@ impl Reader {
                     hello.port
                 };
                 let listens = SocketAddr::new(self.remote.ip(), port);
+                // Known at once, before the frames that follow on this connection are served:
+                // a request may come right behind the HELLO, and its answer needs the address.
+                // (Only for a node without one; the gossip decides about moves.)
+                self.table
+                    .state
+                    .learn_address(&hello.sender, listens, false);
                 self.table
                     .state
                     .notify(PeerEvent::Hello(hello.sender.clone(), listens));

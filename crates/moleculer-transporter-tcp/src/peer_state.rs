@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
-use moleculer_core::protocol::ProtocolVersion;
+use moleculer_core::protocol::{GossipHelloPacket, Packet, PacketType, ProtocolVersion};
 use moleculer_core::serializer::Serializer;
 use moleculer_core::transporter::IncomingSink;
 use moleculer_core::NodeId;
@@ -156,6 +156,29 @@ impl PeerState {
     /// or moved.
     pub fn close_writer(&self, node: &NodeId) {
         self.writers.lock().remove(node);
+    }
+
+    /// The GOSSIP_HELLO frame that opens each of our connections.
+    pub fn hello_frame(&self, conn: &Connected) -> Option<Vec<u8>> {
+        let hello = Packet::GossipHello(GossipHelloPacket {
+            host: self.opts.host.clone(),
+            port: self.port(),
+            ver: conn.version.as_str().to_owned(),
+            sender: conn.node_id.clone(),
+        });
+        let payload = conn.serializer.encode(&hello).ok()?;
+        crate::frame::encode(PacketType::GossipHello, &payload)
+    }
+
+    /// Where `node` listens, if our own connection to it is open: proof that a process that
+    /// holds its id is alive there (its end would close our socket at once).
+    pub fn live_address(&self, node: &NodeId) -> Option<SocketAddr> {
+        let open = self
+            .writers
+            .lock()
+            .get(node)
+            .is_some_and(|w| !w.frames.is_closed());
+        open.then(|| self.address_of(node)).flatten()
     }
 
     /// Where `node` listens, if known.

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_core::protocol::{GossipHelloPacket, Packet, PacketType};
+use moleculer_core::protocol::{Packet, PacketType};
 use moleculer_core::transporter::{Outgoing, Transporter, TransporterError, TransporterSetup};
 use moleculer_core::NodeId;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -43,21 +43,11 @@ impl Connections {
         self.tasks.lock().push(tokio::spawn(task));
     }
 
-    fn hello_frame(&self, conn: &Connected) -> Option<Vec<u8>> {
-        let hello = Packet::GossipHello(GossipHelloPacket {
-            host: self.state.opts.host.clone(),
-            port: self.state.port(),
-            ver: conn.version.as_str().to_owned(),
-            sender: conn.node_id.clone(),
-        });
-        let payload = conn.serializer.encode(&hello).ok()?;
-        frame::encode(PacketType::GossipHello, &payload)
-    }
-
     /// The writer for `target`, opening the connection (HELLO first) on first use.
     fn writer(
         self: &Arc<Self>,
         target: &NodeId,
+        kind: PacketType,
     ) -> Result<mpsc::UnboundedSender<Vec<u8>>, TransporterError> {
         if let Some(writer) = self.state.writers.lock().get(target) {
             if !writer.frames.is_closed() {
@@ -72,10 +62,11 @@ impl Connections {
             .state
             .address_of(target)
             .ok_or_else(|| TransporterError::Send {
-                kind: PacketType::Request,
+                kind,
                 reason: format!("no known address for node '{target}'"),
             })?;
         let hello = self
+            .state
             .hello_frame(&conn)
             .ok_or_else(|| TransporterError::Send {
                 kind: PacketType::GossipHello,
@@ -189,6 +180,54 @@ async fn write_connection(
     writer.shutdown().await
 }
 
+/// How many connections the kernel holds for us before we accept them. A burst of peers
+/// connecting at once (a cluster restarting) must not find the queue full: a dropped SYN costs
+/// the peer a one-second retransmit. (Node.js uses 511; Rust's default is 128.)
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `bind` (`host:port`), with address reuse as usual and a deep backlog.
+async fn listen(bind: &str) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(bind).await?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolves to nothing",
+        )
+    })?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Opens a connection to `addr` just to deliver `packet` (HELLO first, as always), then closes
+/// it: for a process we cannot reach by node id, because a live node holds that id.
+pub(crate) async fn send_once(state: &PeerState, addr: SocketAddr, packet: &Packet) {
+    let Some(conn) = state.connection() else {
+        return;
+    };
+    let frames = state.hello_frame(&conn).and_then(|mut hello| {
+        let payload = conn.serializer.encode(packet).ok()?;
+        hello.extend(frame::encode(packet.kind(), &payload)?);
+        Some(hello)
+    });
+    let Some(frames) = frames else { return };
+    let sent = async {
+        let mut socket = TcpStream::connect(addr).await?;
+        socket.write_all(&frames).await?;
+        socket.shutdown().await
+    };
+    if let Err(err) = tokio::time::timeout(Duration::from_secs(5), sent)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    {
+        tracing::debug!(%addr, "cannot deliver a {}: {err}", packet.kind());
+    }
+}
+
 /// Moleculer's TCP transporter. Pair it with [`TcpTransporter::discoverer`], which runs the
 /// gossip (Moleculer's TCP transporter works with its own gossip, not with heartbeats).
 #[derive(Clone)]
@@ -231,12 +270,10 @@ impl Transporter for TcpTransporter {
         let state = &self.state;
         let port = state.opts.listen_port(&setup.node_id);
         let bind = format!("{}:{port}", state.opts.bind);
-        let listener = TcpListener::bind(&bind)
-            .await
-            .map_err(|e| TransporterError::Listen {
-                address: bind.clone(),
-                reason: e.to_string(),
-            })?;
+        let listener = listen(&bind).await.map_err(|e| TransporterError::Listen {
+            address: bind.clone(),
+            reason: e.to_string(),
+        })?;
         let local = listener
             .local_addr()
             .map_err(|e| TransporterError::Listen {
@@ -292,7 +329,7 @@ impl Transporter for TcpTransporter {
                 ),
             });
         }
-        let writer = self.links.writer(&target)?;
+        let writer = self.links.writer(&target, packet.kind)?;
         writer.send(frame).map_err(|_| TransporterError::Send {
             kind: packet.kind,
             reason: format!("connection to '{target}' closed"),

@@ -324,7 +324,9 @@ mod tests {
             let mut decoded = 0;
             for round in 0..20_000 {
                 let bytes: Vec<u8> = match round % 4 {
-                    0 => (0..rng.random_range(0..200)).map(|_| rng.random()).collect(),
+                    0 => (0..rng.random_range(0..200))
+                        .map(|_| rng.random())
+                        .collect(),
                     1 => {
                         let mut b = valid[rng.random_range(0..valid.len())].clone();
                         for _ in 0..rng.random_range(1..4) {

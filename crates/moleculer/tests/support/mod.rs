@@ -90,6 +90,65 @@ impl Node {
         }
     }
 
+    /// Starts the demo node `id` under `wrapper` (say `["prlimit", "--nofile=256"]`), its
+    /// standard error written to `stderr`.
+    pub fn start_with(
+        id: &str,
+        env: &[(String, String)],
+        wrapper: &[&str],
+        stderr: &std::path::Path,
+    ) -> Node {
+        let bin = node_binary();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
+            .current_dir(std::env::temp_dir())
+            .envs(env.iter().cloned())
+            .env("MOL_NODE_ID", id)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(stderr).expect("stderr file"))
+            .spawn()
+            .expect("demo node starts");
+        Node {
+            id: id.to_owned(),
+            child,
+        }
+    }
+
+    /// Whether the process has exited, and its exit code if so.
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().unwrap().map(|s| s.code())
+    }
+
+    /// The process's resident memory in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// CPU time the process used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // Linux reports these in clock ticks of 1/100 s (USER_HZ).
+        Duration::from_millis(ticks * 10)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
