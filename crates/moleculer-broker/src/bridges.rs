@@ -13,6 +13,7 @@ pub(crate) trait DynTransporter: Send + Sync {
     fn connect(&self, setup: TransporterSetup) -> BoxFuture<'_, Result<(), TransporterError>>;
     fn send(&self, packet: Outgoing) -> BoxFuture<'_, Result<(), TransporterError>>;
     fn disconnect(&self) -> BoxFuture<'_, ()>;
+    fn is_ready(&self) -> bool;
 }
 
 impl<T: Transporter> DynTransporter for T {
@@ -27,6 +28,9 @@ impl<T: Transporter> DynTransporter for T {
     }
     fn disconnect(&self) -> BoxFuture<'_, ()> {
         Box::pin(Transporter::disconnect(self))
+    }
+    fn is_ready(&self) -> bool {
+        Transporter::is_ready(self)
     }
 }
 

@@ -164,6 +164,16 @@ impl Cluster {
         });
     }
 
+    /// Whether the transporter delivers packets to this node now.
+    pub fn transporter_ready(&self) -> bool {
+        self.transit.transporter.is_ready()
+    }
+
+    /// The transporter's name, for logs.
+    pub fn transporter_name(&self) -> &'static str {
+        self.transit.transporter.name()
+    }
+
     /// Announces this node's services at once (no debounce) and checks for a duplicate node id.
     pub async fn announce(&self) -> Result<(), BrokerError> {
         self.membership.discoverer().send_local_info(None).await;

@@ -42,6 +42,10 @@ impl DiscoveryLink for Link {
         self.membership.strong_count() > 0
     }
 
+    fn transporter_ready(&self) -> bool {
+        self.transit.transporter.is_ready()
+    }
+
     fn protocol_version(&self) -> ProtocolVersion {
         self.transit.version
     }

@@ -252,6 +252,13 @@ impl Lifecycle {
         self.breaker.start();
         self.state.set(BrokerState::Started);
         tracing::info!(node = %self.node_id, "broker started");
+        if let Some(cluster) = self.cluster.as_ref().filter(|c| !c.transporter_ready()) {
+            tracing::warn!(
+                node = %self.node_id,
+                "the transporter ({}) is not connected yet: local calls work, and the node joins the cluster once it connects",
+                cluster.transporter_name()
+            );
+        }
         self.events
             .emit_internal("$broker.started", json!({}))
             .await;

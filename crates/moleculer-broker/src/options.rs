@@ -57,7 +57,8 @@ pub struct BrokerOptions {
     pub dependency_interval: u64,
     /// Milliseconds to wait for dependencies (0 = forever).
     pub dependency_timeout: u64,
-    /// Free-form metadata published in INFO.
+    /// Free-form metadata published in INFO: a table of keys and values.
+    #[serde(deserialize_with = "table_only")]
     pub metadata: Value,
     /// Packet serializer: `JSON` (default), `MsgPack` or `Notepack`. All nodes must agree.
     pub serializer: String,
@@ -304,6 +305,18 @@ impl BrokerOptions {
     /// The default request timeout, if any.
     pub fn request_timeout(&self) -> Option<Duration> {
         (self.request_timeout > 0).then(|| Duration::from_millis(self.request_timeout))
+    }
+}
+
+/// `metadata` must be a table: peers read it as an object (Moleculer's `node.metadata`).
+fn table_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    let value = Value::deserialize(d)?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "metadata must be a table of keys and values, not {value}"
+        )))
     }
 }
 

@@ -109,6 +109,12 @@ pub trait DiscoveryLink: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), TransporterError>>;
     /// Reports what was learned.
     fn report(&self, event: DiscoveryEvent);
+
+    /// Whether the transporter delivers packets to this node now (see
+    /// [`Transporter::is_ready`](crate::transporter::Transporter::is_ready)). Default: always.
+    fn transporter_ready(&self) -> bool {
+        true
+    }
     /// Whether the broker still exists; a discoverer's timers stop when it does not (a broker
     /// dropped without `stop` must not keep beating for a dead node).
     fn alive(&self) -> bool {

@@ -177,4 +177,11 @@ pub trait Transporter: Send + Sync + 'static {
 
     /// Disconnects; nothing is delivered afterwards.
     fn disconnect(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether packets sent to this node reach it now (its subscriptions are in place). A
+    /// discoverer does not advertise the node while this is false: peers would send it calls
+    /// it cannot receive. Default: always.
+    fn is_ready(&self) -> bool {
+        true
+    }
 }

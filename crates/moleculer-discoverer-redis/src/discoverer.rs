@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::keys;
 use crate::options::RedisDiscovererOptions;
@@ -46,7 +47,20 @@ struct State {
     /// One beat (or INFO write) at a time: each reads this node's INFO, then writes it; two
     /// interleaved could leave the older INFO in Redis for good.
     beating: tokio::sync::Mutex<()>,
+    /// Whether our last beat advertised this node (its transporter was ready).
+    advertised: AtomicBool,
+    /// Until then, a missing beat key proves nothing: Redis just came back (perhaps empty) and
+    /// every node is still writing its keys again.
+    judge_after: Mutex<Option<Instant>>,
+    /// When each node last sent a heartbeat over the transporter: while Redis is unreachable,
+    /// only such nodes can be judged by their heartbeats; the others (Moleculer JS nodes send
+    /// none) are held alive until Redis is back.
+    transporter_beats: Mutex<HashMap<NodeId, Instant>>,
 }
+
+/// How often an unreachable Redis is tried again, and how soon a node not yet advertised
+/// (its transporter not subscribed yet) beats again.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 impl RedisDiscoverer {
     /// A discoverer with these options.
@@ -73,11 +87,15 @@ impl State {
             return Some(conn);
         }
         let client = self.client.as_ref()?;
+        // One quick attempt: a failed one is retried by the next beat or retry, and a slow
+        // one must not hold back the heartbeats that go over the transporter meanwhile.
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)));
         match tokio::time::timeout(
-            Duration::from_secs(3),
+            Duration::from_secs(1),
             ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
@@ -91,13 +109,16 @@ impl State {
                 None
             }
             Err(_) => {
-                self.unreachable("no answer within 3 s");
+                self.unreachable("no answer within 1 s");
                 None
             }
         }
     }
 
     fn unreachable(&self, why: &str) {
+        // A fresh connection per try from now on: the old one's own reconnect backoff would
+        // keep us away for seconds after Redis is back.
+        self.conn.lock().take();
         if self.reachable.swap(false, Ordering::AcqRel) {
             tracing::error!(url = %self.opts.url, "Redis discoverer cannot reach {}: {why}; heartbeats go over the transporter until it is back", self.opts.url);
         }
@@ -147,9 +168,69 @@ impl State {
                 self.unreachable("no answer within the heartbeat interval");
                 false
             });
-        if !written && !over_transporter {
-            self.beat_over_transporter().await;
+        if !written {
+            if !over_transporter {
+                self.beat_over_transporter().await;
+            }
+            self.hold_silent_nodes();
         }
+    }
+
+    /// One quick try while pending: a beat if Redis answers a PING; whether the node is
+    /// advertised again.
+    async fn retry(&self) -> bool {
+        let Some(mut conn) = self.conn().await else {
+            return false;
+        };
+        let pong = tokio::time::timeout(
+            RETRY_EVERY,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        if !matches!(pong, Ok(Ok(_))) {
+            return false;
+        }
+        self.beat().await;
+        !self.pending()
+    }
+
+    /// Whether the node should beat again soon rather than in a heartbeat interval: Redis is
+    /// unreachable, or this node is not advertised yet.
+    fn pending(&self) -> bool {
+        !self.reachable.load(Ordering::Acquire) || !self.advertised.load(Ordering::Acquire)
+    }
+
+    /// While Redis is unreachable, nodes we know through it that send no heartbeats over the
+    /// transporter cannot prove they live, nor that they died: they are held until Redis is back.
+    fn hold_silent_nodes(&self) {
+        let timeout = self.timing.heartbeat_timeout;
+        let held: Vec<NodeId> = {
+            let beats = self.transporter_beats.lock();
+            let seen = self.seen.lock();
+            self.link
+                .nodes()
+                .into_iter()
+                .filter(|n| !n.local && n.available && seen.contains(&n.id))
+                .filter(|n| beats.get(&n.id).is_none_or(|at| at.elapsed() >= timeout))
+                .map(|n| n.id)
+                .collect()
+        };
+        for node in held {
+            self.link.report(DiscoveryEvent::Heartbeat {
+                sender: node,
+                cpu: None,
+                cpu_seq: None,
+                seq: None,
+                instance_id: None,
+            });
+        }
+    }
+
+    /// No node is judged by a missing beat key for a heartbeat timeout from now.
+    fn hold_judgement(&self, why: &str) {
+        let timeout = self.timing.heartbeat_timeout;
+        *self.judge_after.lock() = Some(Instant::now() + timeout);
+        tracing::info!(url = %self.opts.url, "{why}: every node writes its keys again; none is judged by a missing key for {} s", timeout.as_secs_f64());
     }
 
     /// Writes our beat (and our INFO when it changed or vanished), then looks at the others.
@@ -169,19 +250,32 @@ impl State {
             return false;
         };
         let ttl = self.timing.heartbeat_timeout.as_secs_f64().ceil().max(1.0) as u64;
+        // Peers route calls to a node they see beating: not before its transporter can take
+        // them (after an outage of a Redis shared by both, the subscription may lag).
+        let advertise = self.link.transporter_ready();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let previous = self.last_beat.lock().clone();
-        if let Some(old) = previous.filter(|old| *old != key) {
-            pipe.cmd("DEL").arg(old).ignore();
+        if advertise {
+            let previous = self.last_beat.lock().clone();
+            if let Some(old) = previous.filter(|old| *old != key) {
+                pipe.cmd("DEL").arg(old).ignore();
+            }
+            pipe.cmd("SETEX").arg(&key).arg(ttl).arg(value).ignore();
         }
-        pipe.cmd("SETEX").arg(&key).arg(ttl).arg(value).ignore();
         pipe.cmd("EXISTS").arg(self.info_key());
         match pipe.query_async::<(i64,)>(&mut conn).await {
             Ok((info_exists,)) => {
-                *self.last_beat.lock() = Some(key);
+                if advertise {
+                    *self.last_beat.lock() = Some(key);
+                }
+                if self.advertised.swap(advertise, Ordering::AcqRel) != advertise && advertise {
+                    tracing::debug!("advertised in Redis: the transporter is ready");
+                }
                 if !self.reachable.swap(true, Ordering::AcqRel) {
                     tracing::info!(url = %self.opts.url, "Redis discoverer reached {}", self.opts.url);
+                    self.hold_judgement("Redis is reachable again");
+                } else if info_exists == 0 && self.info_seq.lock().is_some() {
+                    self.hold_judgement("Redis lost our INFO key (restarted empty or flushed)");
                 }
                 // A restarted or flushed Redis lost our INFO: write it again now (#764).
                 if info_exists == 0 || *self.info_seq.lock() != Some(info.seq) {
@@ -288,7 +382,15 @@ impl State {
                 instance_id: Some(hash.to_owned()),
             });
         }
+        let judging = self
+            .judge_after
+            .lock()
+            .is_none_or(|after| Instant::now() >= after);
         let mut seen = self.seen.lock();
+        if !judging {
+            seen.extend(present);
+            return;
+        }
         let gone: Vec<NodeId> = self
             .link
             .nodes()
@@ -361,6 +463,9 @@ impl Discoverer for RedisDiscoverer {
             reachable: AtomicBool::new(true),
             tasks: Mutex::new(Vec::new()),
             beating: tokio::sync::Mutex::new(()),
+            advertised: AtomicBool::new(false),
+            judge_after: Mutex::new(None),
+            transporter_beats: Mutex::new(HashMap::new()),
         });
         let beat_state = state.clone();
         let interval = timing.heartbeat_interval;
@@ -372,7 +477,17 @@ impl Discoverer for RedisDiscoverer {
             // At once (join fast), then every heartbeat interval.
             while beat_state.link.alive() {
                 beat_state.beat().await;
-                tokio::time::sleep(period).await;
+                // Redis unreachable, or this node not advertised yet: try again soon, so the
+                // node is back within a fraction of a second of Redis (or its subscription).
+                let next = Instant::now() + period;
+                while beat_state.pending() && Instant::now() + RETRY_EVERY < next {
+                    tokio::time::sleep(RETRY_EVERY).await;
+                    let retried = tokio::time::timeout(RETRY_EVERY * 3, beat_state.retry()).await;
+                    if retried == Ok(true) {
+                        break;
+                    }
+                }
+                tokio::time::sleep_until(next).await;
             }
         });
         state.tasks.lock().push(task);
@@ -393,13 +508,19 @@ impl Discoverer for RedisDiscoverer {
                 sender: p.sender,
                 info: p.info,
             }),
-            Packet::Heartbeat(p) => state.link.report(DiscoveryEvent::Heartbeat {
-                sender: p.sender,
-                cpu: p.cpu,
-                cpu_seq: None,
-                seq: p.seq,
-                instance_id: p.instance_id,
-            }),
+            Packet::Heartbeat(p) => {
+                state
+                    .transporter_beats
+                    .lock()
+                    .insert(p.sender.clone(), Instant::now());
+                state.link.report(DiscoveryEvent::Heartbeat {
+                    sender: p.sender,
+                    cpu: p.cpu,
+                    cpu_seq: None,
+                    seq: p.seq,
+                    instance_id: p.instance_id,
+                });
+            }
             Packet::Disconnect(p) => state.link.report(DiscoveryEvent::Disconnected {
                 node: p.sender,
                 unexpected: false,

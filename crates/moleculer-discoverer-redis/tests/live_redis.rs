@@ -217,3 +217,81 @@ async fn malformed_values_in_redis_are_skipped() {
     b.stop().await;
     a.stop().await;
 }
+
+/// A transporter whose subscriptions can be made to lag, as after an outage of a Redis shared
+/// by the transporter and the discoverer.
+struct LaggingTransporter {
+    inner: moleculer_core::memory_transporter::MemoryTransporter,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl moleculer_core::transporter::Transporter for LaggingTransporter {
+    fn name(&self) -> &'static str {
+        "lagging"
+    }
+    async fn connect(
+        &self,
+        setup: moleculer_core::transporter::TransporterSetup,
+    ) -> Result<(), moleculer_core::transporter::TransporterError> {
+        self.inner.connect(setup).await
+    }
+    async fn send(
+        &self,
+        packet: moleculer_core::transporter::Outgoing,
+    ) -> Result<(), moleculer_core::transporter::TransporterError> {
+        self.inner.send(packet).await
+    }
+    async fn disconnect(&self) {
+        self.inner.disconnect().await;
+    }
+    fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[tokio::test]
+async fn a_node_is_advertised_only_once_its_transporter_can_take_calls() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let redis = RedisServer::start();
+    let bus = MemoryBus::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let lagging = LaggingTransporter {
+        inner: bus.transporter(),
+        ready: ready.clone(),
+    };
+    let b = ServiceBroker::builder()
+        .node_id("node-b")
+        .namespace("lag")
+        .heartbeat(1.0, 3.0)
+        .transporter(lagging)
+        .discoverer(discoverer(&redis.url()))
+        .build()
+        .unwrap();
+    b.create_service(Echo).unwrap();
+    b.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        keys(&redis.url(), "MOL-lag-DSCVR-BEAT:*").is_empty(),
+        "no beat key while packets cannot reach the node"
+    );
+    ready.store(true, Ordering::Release);
+    let started = Instant::now();
+    assert!(
+        moleculer_test::eventually(Duration::from_secs(3), || keys(
+            &redis.url(),
+            "MOL-lag-DSCVR-BEAT:*"
+        )
+        .len()
+            == 1)
+        .await,
+        "advertised once the transporter is ready"
+    );
+    // Not a heartbeat interval later: the discoverer retries every 100 ms while pending.
+    println!(
+        "advertised {:?} after the transporter became ready",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_millis(900));
+    b.stop().await;
+}

@@ -207,6 +207,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("serializer") && err.contains("XML"), "{err}");
+        let err = load_options(None, env(&[("MOL_METADATA", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata") && err.contains("table"), "{err}");
+        let ok = load_options(None, env(&[("MOL_METADATA__REGION", "eu")])).unwrap();
+        assert_eq!(ok.metadata["region"], "eu");
     }
 
     #[test]

@@ -10,7 +10,8 @@ pub struct RedisOptions {
     pub url: String,
     /// First retry delay after a failure; doubles up to `max_backoff`.
     pub min_backoff: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay (1 s, so a node subscribes again within about a second of Redis
+    /// coming back).
     pub max_backoff: Duration,
 }
 
@@ -19,7 +20,7 @@ impl Default for RedisOptions {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(1),
         }
     }
 }

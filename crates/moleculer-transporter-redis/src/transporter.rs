@@ -1,7 +1,10 @@
 //! The Redis transporter.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use moleculer_core::protocol::{topic_name, topic_prefix, PacketType};
@@ -46,6 +49,8 @@ struct Running {
 pub struct RedisTransporter {
     opts: RedisOptions,
     running: Arc<Mutex<Option<Running>>>,
+    /// Whether our subscription is in place.
+    subscribed: Arc<AtomicBool>,
 }
 
 impl RedisTransporter {
@@ -54,6 +59,7 @@ impl RedisTransporter {
         Self {
             opts,
             running: Arc::new(Mutex::new(None)),
+            subscribed: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -73,47 +79,82 @@ async fn subscribe(
     Ok(pubsub.into_on_message())
 }
 
-/// Keeps the subscription alive: (re)subscribes with backoff and feeds the sink.
-async fn subscriber_loop(
+/// Feeds the sink from one subscription until it ends; `false` once the broker is gone.
+async fn pump(messages: &mut redis::aio::PubSubStream, prefix: &str, sink: &IncomingSink) -> bool {
+    while let Some(msg) = messages.next().await {
+        let channel = msg.get_channel_name();
+        let Some(kind) = packet_type(prefix, channel) else {
+            tracing::warn!(
+                channel,
+                "dropped a message on a channel that is not a packet type"
+            );
+            continue;
+        };
+        let incoming = Incoming {
+            kind,
+            payload: msg.get_payload_bytes().to_vec(),
+        };
+        if sink.send(incoming).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The subscription, kept alive: it feeds the sink, and after a loss subscribes again with a
+/// backoff (short, so the node is reachable soon after Redis is back), saying when it is back.
+/// `subscribed` is true exactly while packets for this node can arrive.
+struct Subscriber {
     client: redis::Client,
     url: String,
     channels: Vec<String>,
     prefix: String,
     sink: IncomingSink,
     opts: RedisOptions,
-) {
-    let mut backoff = opts.min_backoff;
-    loop {
-        match subscribe(&client, &channels).await {
-            Ok(mut messages) => {
-                backoff = opts.min_backoff;
-                while let Some(msg) = messages.next().await {
-                    let channel = msg.get_channel_name();
-                    let Some(kind) = packet_type(&prefix, channel) else {
-                        tracing::warn!(
-                            channel,
-                            "dropped a message on a channel that is not a packet type"
-                        );
-                        continue;
-                    };
-                    if sink
-                        .send(Incoming {
-                            kind,
-                            payload: msg.get_payload_bytes().to_vec(),
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
+    subscribed: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    async fn run(self, first: Option<redis::aio::PubSubStream>) {
+        let mut current = first;
+        let mut backoff = self.opts.min_backoff;
+        let mut lost_at: Option<Instant> = None;
+        loop {
+            if let Some(mut messages) = current.take() {
+                self.subscribed.store(true, Ordering::Release);
+                if let Some(since) = lost_at.take() {
+                    tracing::warn!(url = %self.url, "subscribed again on Redis at {} after {:.1} s", self.url, since.elapsed().as_secs_f64());
                 }
-                tracing::warn!(%url, "lost the Redis subscription; reconnecting");
+                backoff = self.opts.min_backoff;
+                let open = pump(&mut messages, &self.prefix, &self.sink).await;
+                self.subscribed.store(false, Ordering::Release);
+                if !open {
+                    return;
+                }
+                lost_at = Some(Instant::now());
+                tracing::warn!(url = %self.url, "lost the Redis subscription; subscribing again");
             }
-            Err(err) => {
-                tracing::error!(%url, "cannot subscribe on Redis at {url}: {err}; retrying in {backoff:?}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.opts.max_backoff);
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                subscribe(&self.client, &self.channels),
+            )
+            .await
+            {
+                Ok(Ok(messages)) => current = Some(messages),
+                Ok(Err(err)) => {
+                    tracing::debug!(url = %self.url, "cannot subscribe yet: {err}; retrying in {backoff:?}");
+                }
+                Err(_) => {
+                    tracing::debug!(url = %self.url, "no answer to SUBSCRIBE within 5 s; retrying in {backoff:?}");
+                }
+            }
+            if current.is_none() && lost_at.is_none() {
+                // Never subscribed yet (Redis was down at connect): count the outage from now.
+                lost_at = Some(Instant::now());
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(opts.max_backoff);
     }
 }
 
@@ -167,58 +208,28 @@ impl Transporter for RedisTransporter {
         // if Redis is down the loop keeps trying in the background and the broker still starts.
         let first =
             tokio::time::timeout(Duration::from_secs(5), subscribe(&client, &channels)).await;
-        let sink = setup.incoming.clone();
-        let opts = self.opts.clone();
-        let subscriber = match first {
-            Ok(Ok(mut messages)) => {
-                let (client, url, channels, prefix) = (
-                    client.clone(),
-                    url.clone(),
-                    channels.clone(),
-                    prefix.clone(),
-                );
-                tokio::spawn(async move {
-                    while let Some(msg) = messages.next().await {
-                        let Some(kind) = packet_type(&prefix, msg.get_channel_name()) else {
-                            continue;
-                        };
-                        if sink
-                            .send(Incoming {
-                                kind,
-                                payload: msg.get_payload_bytes().to_vec(),
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    tracing::warn!(%url, "lost the Redis subscription; reconnecting");
-                    subscriber_loop(client, url, channels, prefix, sink, opts).await;
-                })
-            }
+        let first = match first {
+            Ok(Ok(messages)) => Some(messages),
             Ok(Err(err)) => {
                 tracing::error!(%url, "cannot reach Redis at {url}: {err}; retrying with backoff, local calls keep working");
-                tokio::spawn(subscriber_loop(
-                    client.clone(),
-                    url.clone(),
-                    channels,
-                    prefix,
-                    sink,
-                    opts,
-                ))
+                None
             }
             Err(_) => {
                 tracing::error!(%url, "Redis at {url} did not answer within 5 s; retrying with backoff, local calls keep working");
-                tokio::spawn(subscriber_loop(
-                    client.clone(),
-                    url.clone(),
-                    channels,
-                    prefix,
-                    sink,
-                    opts,
-                ))
+                None
             }
         };
+        self.subscribed.store(first.is_some(), Ordering::Release);
+        let subscriber = Subscriber {
+            client: client.clone(),
+            url: url.clone(),
+            channels,
+            prefix,
+            sink: setup.incoming.clone(),
+            opts: self.opts.clone(),
+            subscribed: self.subscribed.clone(),
+        };
+        let subscriber = tokio::spawn(subscriber.run(first));
         let publisher = open_publisher(&client, &url).await;
         *self.running.lock() = Some(Running {
             namespace: setup.namespace,
@@ -266,6 +277,11 @@ impl Transporter for RedisTransporter {
         if let Some(running) = self.running.lock().take() {
             running.subscriber.abort();
         }
+        self.subscribed.store(false, Ordering::Release);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
     }
 }
 
