@@ -261,16 +261,26 @@ impl Transporter for RedisTransporter {
             }
         };
         let channel = topic_name(&namespace, packet.kind, packet.target.as_deref());
-        redis::cmd("PUBLISH")
+        let receivers = redis::cmd("PUBLISH")
             .arg(&channel)
             .arg(packet.payload)
             .query_async::<i64>(&mut publisher)
             .await
-            .map(|_| ())
             .map_err(|e| TransporterError::Send {
                 kind: packet.kind,
                 reason: format!("PUBLISH {channel} on {}: {e}", self.opts.url),
-            })
+            })?;
+        // Redis says how many subscribers took it. A packet for one node that nobody took is
+        // lost (the node is gone, or its subscription is not back yet after an outage): say so
+        // now, so a call fails at once with a retryable error instead of waiting out its
+        // timeout.
+        match &packet.target {
+            Some(node) if receivers == 0 => Err(TransporterError::Send {
+                kind: packet.kind,
+                reason: format!("node '{node}' is not subscribed on {}", self.opts.url),
+            }),
+            _ => Ok(()),
+        }
     }
 
     async fn disconnect(&self) {

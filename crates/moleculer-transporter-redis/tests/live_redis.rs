@@ -78,3 +78,49 @@ async fn redis_down_at_start_is_retried_and_local_calls_keep_working() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_packet_for_a_node_nobody_listens_for_fails_at_once() {
+    use moleculer_core::protocol::PacketType;
+    use moleculer_core::transporter::{Outgoing, Transporter, TransporterSetup};
+    use moleculer_core::NodeId;
+    let redis = RedisServer::start();
+    let transporter = RedisTransporter::new(redis.url().parse::<RedisOptions>().unwrap());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    transporter
+        .connect(TransporterSetup {
+            node_id: NodeId::new("sender"),
+            namespace: "nobody".into(),
+            incoming: tx.into(),
+            serializer: moleculer_core::serializer::SerializerKind::Json.build(),
+            version: moleculer_core::protocol::ProtocolVersion::V5,
+        })
+        .await
+        .unwrap();
+    assert!(transporter.is_ready(), "subscribed");
+    let err = transporter
+        .send(Outgoing {
+            kind: PacketType::Request,
+            target: Some(NodeId::new("gone")),
+            payload: b"{}".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("'gone' is not subscribed"),
+        "{err}"
+    );
+    // A packet for ourselves has a subscriber; a broadcast is never refused.
+    for target in [Some(NodeId::new("sender")), None] {
+        transporter
+            .send(Outgoing {
+                kind: PacketType::Info,
+                target,
+                payload: b"{}".to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    transporter.disconnect().await;
+    assert!(!transporter.is_ready());
+}
