@@ -382,6 +382,20 @@ async fn an_oversized_frame_is_skipped_and_the_connection_goes_on() {
         "{}",
         read_log(&log)
     );
+    // Our own sender refuses an oversized request with an error to that one caller, and the
+    // connection carries on.
+    let load = Load::start(&caller, 10);
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let err = caller
+        .call("math.add", json!({"a": huge, "b": 1}))
+        .await
+        .unwrap_err();
+    println!("an oversized call: {}", err.message);
+    assert!(err.message.contains("byte limit"), "{}", err.message);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (answered, failures) = load.finish().await;
+    assert!(answered > 0);
+    assert!(failures.is_empty(), "{failures:?}");
     caller.stop().await;
 }
 
