@@ -1,33 +1,42 @@
-// A Redis discoverer outage, then an empty Redis, with a Node.js Moleculer 0.15 node in the
-// cluster. The transporter has a Redis server of its own that stays up; only the discovery
-// store goes away (for three heartbeat timeouts) and comes back empty. Rust nodes keep calling
-// the JS node all along (relay.call): no Rust node may evict a live node, and no call may fail.
+// A discovery store outage, then an empty store, with a Node.js Moleculer 0.15 node in the
+// cluster, for the Redis discoverer. The transporter has a Redis server of its
+// own that stays up; only the discovery store goes away (for three heartbeat timeouts) and comes
+// back empty. Rust nodes keep calling the JS node all along (relay.call): no Rust node may
+// evict a live node, and no call may fail.
 "use strict";
 const net = require("net");
 const { spawn } = require("child_process");
 const { sleep, until, freePort, startRust } = require("./harness");
 
+function listening(what, port) {
+	return until(what, () => new Promise(resolve => {
+		const sock = net.connect(port, "127.0.0.1", () => { sock.end(); resolve(true); });
+		sock.on("error", () => resolve(false));
+	}), 15000);
+}
+
 /// A redis-server on a port of its own that can be stopped and started again, empty.
 async function restartableRedis() {
 	const port = await freePort();
-	const server = { port, url: `redis://127.0.0.1:${port}`, child: null };
+	const server = { name: "Redis", port, url: `redis://127.0.0.1:${port}`, child: null };
 	server.start = async () => {
 		server.child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
-		await until("redis-server", () => new Promise(resolve => {
-			const sock = net.connect(port, "127.0.0.1", () => { sock.end(); resolve(true); });
-			sock.on("error", () => resolve(false));
-		}), 10000);
+		await listening("redis-server", port);
 	};
 	server.stop = () => { if (server.child) server.child.kill("SIGKILL"); server.child = null; };
+	server.rustBeats = async () => {
+		const Redis = require("ioredis");
+		const probe = new Redis(server.url);
+		try { return (await probe.keys("MOL-DSCVR-BEAT:rust-*")).length; } finally { probe.disconnect(); }
+	};
 	await server.start();
 	return server;
 }
 
-async function run(check, assert) {
+async function scenario(check, assert, store) {
 	const { ServiceBroker } = require("moleculer");
-	console.log(`\nRedis discoverer outage with Moleculer ${ServiceBroker.MOLECULER_VERSION}: Redis transporter up, discovery Redis down then empty`);
+	console.log(`\n${store.name} discoverer outage with Moleculer ${ServiceBroker.MOLECULER_VERSION}: Redis transporter up, discovery store down then empty`);
 	const bus = await restartableRedis();
-	const store = await restartableRedis();
 	const transport = { rust: bus.url, rustDiscoverer: store.url };
 	const ids = ["rust-1", "rust-2"];
 	const rust = {};
@@ -95,11 +104,8 @@ async function run(check, assert) {
 			const during = ok - before;
 			await store.start(); // empty
 			const back = Date.now();
-			const Redis = require("ioredis");
-			const probe = new Redis(store.url, { lazyConnect: false });
 			const rebeat = await until("both Rust nodes to write their beat keys again", async () =>
-				(await probe.keys("MOL-DSCVR-BEAT:rust-*")).length === ids.length, 10000, 10);
-			probe.disconnect();
+				(await store.rustBeats()) === ids.length, 10000, 10);
 			await sleep(6000 - (Date.now() - back)); // two heartbeat timeouts after it is back
 			running = false;
 			await Promise.all([...loops, watch]);
@@ -109,7 +115,7 @@ async function run(check, assert) {
 			assert(evictions.length === 0, `evictions: ${JSON.stringify([...new Set(evictions)])}`);
 			assert(rustFailures.length === 0, `failed calls: ${JSON.stringify(rustFailures.slice(0, 5))}`);
 			assert(during > 100, `only ${during} calls during the outage`);
-			assert(rebeat < 1500, `beat keys back after ${rebeat} ms`);
+			if (store.name === "Redis") assert(rebeat < 1500, `beat keys back after ${rebeat} ms`);
 		});
 	} finally {
 		await js.stop().catch(() => {});
@@ -118,6 +124,12 @@ async function run(check, assert) {
 		bus.stop();
 		store.stop();
 	}
+}
+
+// Only Redis: Moleculer's etcd3 discoverer throws an unhandled error from its client while etcd
+// is down, so a JS node cannot sit through an etcd outage.
+async function run(check, assert) {
+	await scenario(check, assert, await restartableRedis());
 }
 
 module.exports = { run };

@@ -18,6 +18,7 @@ pub mod log_throttle;
 pub mod memory_transporter;
 pub mod middleware;
 pub mod node_id;
+pub mod outage_hold;
 pub mod protocol;
 pub mod serializer;
 pub mod service_info;
@@ -36,5 +37,6 @@ pub use fault_tolerance::{
 pub use log_throttle::LogThrottle;
 pub use middleware::{ActionHandler, EventHandler, Middleware};
 pub use node_id::NodeId;
+pub use outage_hold::OutageHold;
 pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};
 pub use strategy::{Candidates, SelectionContext, Strategy};

@@ -12,7 +12,7 @@ use moleculer_core::discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, Disc
 use moleculer_core::protocol::{DisconnectPacket, HeartbeatPacket, Packet, PacketType};
 use moleculer_core::serializer::Serializer;
 use moleculer_core::transporter::TransporterError;
-use moleculer_core::NodeId;
+use moleculer_core::{NodeId, OutageHold};
 use parking_lot::Mutex;
 use rand::Rng;
 use tokio::task::JoinHandle;
@@ -56,6 +56,11 @@ struct State {
     /// One beat at a time: a beat reads this node's INFO, then writes it; two interleaved (the
     /// timer's and an announcement's) could leave the older INFO in etcd for good.
     beating: tokio::sync::Mutex<()>,
+    /// Holds nodes that beat only in etcd alive while it is unreachable.
+    hold: OutageHold,
+    /// Until then, a beat key missing from a full read proves nothing: etcd just came back
+    /// (perhaps empty) and every node is still writing its keys again.
+    judge_after: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Etcd3Discoverer {
@@ -155,7 +160,9 @@ impl State {
         let written = match tokio::time::timeout(limit, self.beat_in_etcd()).await {
             Ok(Ok(())) => {
                 if !self.reachable.swap(true, Ordering::AcqRel) {
-                    tracing::info!(endpoints = %self.endpoints(), "etcd3 discoverer reached etcd");
+                    let grace = self.timing.heartbeat_timeout;
+                    *self.judge_after.lock() = Some(tokio::time::Instant::now() + grace);
+                    tracing::info!(endpoints = %self.endpoints(), "etcd3 discoverer reached etcd; no node is judged by a missing key for {} s while every node writes its keys again", grace.as_secs_f64());
                 }
                 true
             }
@@ -169,8 +176,15 @@ impl State {
                 false
             }
         };
-        if !written && !over_transporter {
-            self.beat_over_transporter().await;
+        if !written {
+            if !over_transporter {
+                self.beat_over_transporter().await;
+            }
+            let known: HashSet<NodeId> = self.live.lock().keys().cloned().collect();
+            self.hold
+                .hold(&*self.link, self.timing.heartbeat_timeout, |n| {
+                    known.contains(n)
+                });
         }
     }
 
@@ -297,8 +311,20 @@ impl State {
                 instance_id: Some(hash.to_owned()),
             });
         }
+        let judging = self
+            .judge_after
+            .lock()
+            .is_none_or(|after| tokio::time::Instant::now() >= after);
         let gone: Vec<NodeId> = {
             let mut live = self.live.lock();
+            if !judging {
+                // Keep the missing ones on the books: judged once the grace is over.
+                for (node, keys) in live.drain() {
+                    now.entry(node).or_insert(keys);
+                }
+                *live = now;
+                return Ok(());
+            }
             let gone = live
                 .keys()
                 .filter(|n| !now.contains_key(*n))
@@ -468,6 +494,8 @@ impl Discoverer for Etcd3Discoverer {
             live: Mutex::new(HashMap::new()),
             cycle: AtomicU32::new(0),
             reachable: AtomicBool::new(true),
+            hold: OutageHold::default(),
+            judge_after: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             beating: tokio::sync::Mutex::new(()),
         });
@@ -497,13 +525,16 @@ impl Discoverer for Etcd3Discoverer {
                 sender: p.sender,
                 info: p.info,
             }),
-            Packet::Heartbeat(p) => state.link.report(DiscoveryEvent::Heartbeat {
-                sender: p.sender,
-                cpu: p.cpu,
-                cpu_seq: None,
-                seq: p.seq,
-                instance_id: p.instance_id,
-            }),
+            Packet::Heartbeat(p) => {
+                state.hold.transporter_beat(&p.sender);
+                state.link.report(DiscoveryEvent::Heartbeat {
+                    sender: p.sender,
+                    cpu: p.cpu,
+                    cpu_seq: None,
+                    seq: p.seq,
+                    instance_id: p.instance_id,
+                });
+            }
             Packet::Disconnect(p) => state.link.report(DiscoveryEvent::Disconnected {
                 node: p.sender,
                 unexpected: false,

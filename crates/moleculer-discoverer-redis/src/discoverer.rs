@@ -9,7 +9,7 @@ use moleculer_core::discoverer::{Discoverer, DiscoveryEvent, DiscoveryLink, Disc
 use moleculer_core::protocol::{DisconnectPacket, HeartbeatPacket, Packet, PacketType};
 use moleculer_core::serializer::Serializer;
 use moleculer_core::transporter::TransporterError;
-use moleculer_core::NodeId;
+use moleculer_core::{NodeId, OutageHold};
 use parking_lot::Mutex;
 use rand::Rng;
 use redis::aio::ConnectionManager;
@@ -52,10 +52,8 @@ struct State {
     /// Until then, a missing beat key proves nothing: Redis just came back (perhaps empty) and
     /// every node is still writing its keys again.
     judge_after: Mutex<Option<Instant>>,
-    /// When each node last sent a heartbeat over the transporter: while Redis is unreachable,
-    /// only such nodes can be judged by their heartbeats; the others (Moleculer JS nodes send
-    /// none) are held alive until Redis is back.
-    transporter_beats: Mutex<HashMap<NodeId, Instant>>,
+    /// Holds nodes that beat only in Redis alive while it is unreachable.
+    hold: OutageHold,
 }
 
 /// How often an unreachable Redis is tried again, and how soon a node not yet advertised
@@ -203,27 +201,11 @@ impl State {
     /// While Redis is unreachable, nodes we know through it that send no heartbeats over the
     /// transporter cannot prove they live, nor that they died: they are held until Redis is back.
     fn hold_silent_nodes(&self) {
-        let timeout = self.timing.heartbeat_timeout;
-        let held: Vec<NodeId> = {
-            let beats = self.transporter_beats.lock();
-            let seen = self.seen.lock();
-            self.link
-                .nodes()
-                .into_iter()
-                .filter(|n| !n.local && n.available && seen.contains(&n.id))
-                .filter(|n| beats.get(&n.id).is_none_or(|at| at.elapsed() >= timeout))
-                .map(|n| n.id)
-                .collect()
-        };
-        for node in held {
-            self.link.report(DiscoveryEvent::Heartbeat {
-                sender: node,
-                cpu: None,
-                cpu_seq: None,
-                seq: None,
-                instance_id: None,
+        let seen = self.seen.lock().clone();
+        self.hold
+            .hold(&*self.link, self.timing.heartbeat_timeout, |n| {
+                seen.contains(n)
             });
-        }
     }
 
     /// No node is judged by a missing beat key for a heartbeat timeout from now.
@@ -465,7 +447,7 @@ impl Discoverer for RedisDiscoverer {
             beating: tokio::sync::Mutex::new(()),
             advertised: AtomicBool::new(false),
             judge_after: Mutex::new(None),
-            transporter_beats: Mutex::new(HashMap::new()),
+            hold: OutageHold::default(),
         });
         let beat_state = state.clone();
         let interval = timing.heartbeat_interval;
@@ -509,10 +491,7 @@ impl Discoverer for RedisDiscoverer {
                 info: p.info,
             }),
             Packet::Heartbeat(p) => {
-                state
-                    .transporter_beats
-                    .lock()
-                    .insert(p.sender.clone(), Instant::now());
+                state.hold.transporter_beat(&p.sender);
                 state.link.report(DiscoveryEvent::Heartbeat {
                     sender: p.sender,
                     cpu: p.cpu,
