@@ -80,9 +80,8 @@ async fn served_by(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("CLUSTER_ROLE").as_deref() == Ok("node") {
-        demo::init_logging("warn");
-        if let Err(err) = demo::run_node().await {
-            eprintln!("the node stopped: {err}");
+        let code = demo::run_node("warn").await;
+        if code != std::process::ExitCode::SUCCESS {
             std::process::exit(1);
         }
         return Ok(());

@@ -155,6 +155,7 @@ pub fn register(broker: &ServiceBroker) -> std::result::Result<(), moleculer::Br
 }
 
 /// Logs to stderr (`RUST_LOG`, default `default_level`), in colour only on a terminal.
+#[allow(dead_code)] // the cluster example's own process logs with it; nodes log through the runner
 pub fn init_logging(default_level: &str) {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -164,24 +165,14 @@ pub fn init_logging(default_level: &str) {
         .init();
 }
 
-/// Runs a demo node configured by `moleculer.toml` and `MOL_*` until Ctrl-C or SIGTERM.
-pub async fn run_node() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let options = moleculer::runner::load_options(
-        Some(std::path::Path::new("moleculer.toml")),
-        std::env::vars(),
-    )?;
-    let broker = moleculer::runner::builder_for(&options)?.build()?;
-    register(&broker)?;
-    // Handlers first: a SIGTERM that arrives while the broker starts must still stop it
-    // gracefully (peers see the node as soon as its INFO goes out, before `start` returns).
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    broker.start().await?;
-    tracing::info!(node = %broker.node_id(), transporter = options.transporter.as_deref().unwrap_or("none"), "demo node ready");
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    broker.stop().await;
-    Ok(())
+/// Runs a demo node through the runner: `moleculer.toml` (or `--config`), `MOL_*`, until
+/// Ctrl-C or SIGTERM.
+/// `log_level` applies when `RUST_LOG` is not set.
+pub async fn run_node(log_level: &str) -> std::process::ExitCode {
+    moleculer::runner::Runner::new()
+        .name("demo node")
+        .log_level(log_level)
+        .setup(register)
+        .run()
+        .await
 }

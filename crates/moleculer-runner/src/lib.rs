@@ -8,9 +8,13 @@
 //!   sets `registry.discoverer`). Unknown keys and bad values are refused, naming the key.
 //! - [`builder_for`]: a broker builder with the transporter and discoverer the options name
 //!   (`"TCP"`, `"tcp://..."`, `"Local"`), resolved explicitly, with no global registry.
+//! - [`Runner`]: a node's `main` in one line: command line (`--config`, `--env-file`,
+//!   `--silent`), configuration, services, and a graceful stop on SIGINT / SIGTERM.
 
 mod backends;
 mod config;
+mod runner;
 
 pub use backends::builder_for;
 pub use config::{load_options, ConfigError};
+pub use runner::{Runner, RunnerArgs};

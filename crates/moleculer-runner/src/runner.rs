@@ -1,0 +1,312 @@
+//! The runner: what a service binary's `main` hands its services to. It reads the command
+//! line, an optional env file, `moleculer.toml` (or `--config`) and `MOL_*`, starts the broker,
+//! and stops it gracefully on SIGINT or SIGTERM.
+//!
+//! ```no_run
+//! # use moleculer_runner::Runner;
+//! # async fn demo() -> std::process::ExitCode {
+//! // In `#[tokio::main] async fn main() -> ExitCode`:
+//! Runner::new().name("orders node").run().await
+//! # }
+//! ```
+//!
+//! Exit codes: 0 after a graceful stop (and for `--help`, `--version`), 2 for a bad command
+//! line or configuration, 1 when the broker cannot start.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use moleculer_broker::{BrokerError, Service, ServiceBroker};
+
+use crate::{builder_for, load_options, ConfigError};
+
+/// The runner's command line.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    version,
+    about = "Runs a Moleculer node: moleculer.toml (or --config), then MOL_* variables"
+)]
+pub struct RunnerArgs {
+    /// Configuration file [default: moleculer.toml in the working directory, if there is one]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Environment variables to load first (KEY=VALUE lines); variables already set win
+    #[arg(short = 'E', long = "env-file", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// No log output
+    #[arg(short = 's', long)]
+    pub silent: bool,
+}
+
+/// Registers something on the broker before it starts.
+type Setup = Box<dyn FnOnce(&ServiceBroker) -> Result<(), BrokerError> + Send>;
+
+/// Runs one node with the given services; see the [module docs](self).
+pub struct Runner {
+    name: String,
+    log_level: String,
+    setups: Vec<Setup>,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a run ended early: the sentence to print and the exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(err: ConfigError) -> Self {
+        Failure::usage(err.to_string())
+    }
+}
+
+impl Runner {
+    /// A runner with no services yet.
+    pub fn new() -> Self {
+        Self {
+            name: "node".into(),
+            log_level: "info".into(),
+            setups: Vec::new(),
+        }
+    }
+
+    /// The log level when `RUST_LOG` is not set (default `info`).
+    pub fn log_level(mut self, level: impl Into<String>) -> Self {
+        self.log_level = level.into();
+        self
+    }
+
+    /// What the node is called in its "ready" log line (default "node").
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a service.
+    pub fn service<S: Service>(mut self, service: S) -> Self {
+        self.setups
+            .push(Box::new(move |broker| broker.create_service(service)));
+        self
+    }
+
+    /// Runs `setup` on the broker before it starts (several services, middlewares...).
+    pub fn setup(
+        mut self,
+        setup: impl FnOnce(&ServiceBroker) -> Result<(), BrokerError> + Send + 'static,
+    ) -> Self {
+        self.setups.push(Box::new(setup));
+        self
+    }
+
+    /// Runs with this process's command line and environment until SIGINT or SIGTERM.
+    pub async fn run(self) -> ExitCode {
+        self.run_with(std::env::args_os(), std::env::vars()).await
+    }
+
+    /// Runs with the given command line (program name first) and environment.
+    pub async fn run_with(
+        self,
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> ExitCode {
+        let args = match RunnerArgs::try_parse_from(args) {
+            Ok(args) => args,
+            Err(err) => {
+                // Usage errors exit 2; --help and --version print and exit 0.
+                let _ = err.print();
+                return ExitCode::from(err.exit_code() as u8);
+            }
+        };
+        match self.serve(&args, env.into_iter().collect()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("error: {}", failure.message);
+                ExitCode::from(failure.code)
+            }
+        }
+    }
+
+    async fn serve(self, args: &RunnerArgs, env: Vec<(String, String)>) -> Result<(), Failure> {
+        let env = with_env_file(env, args.env_file.as_deref())?;
+        let config = match &args.config {
+            Some(path) if !path.exists() => {
+                return Err(Failure::usage(format!(
+                    "the config file {} does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => path.clone(),
+            None => PathBuf::from("moleculer.toml"),
+        };
+        let options = load_options(Some(&config), env)?;
+        if !args.silent {
+            init_logging(&self.log_level);
+        }
+        let broker = builder_for(&options)?
+            .build()
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        for setup in self.setups {
+            setup(&broker).map_err(|e| Failure::runtime(e.to_string()))?;
+        }
+        if options.transporter.is_none() {
+            tracing::warn!("no transporter is configured: this node runs alone (set `transporter` in moleculer.toml or MOL_TRANSPORTER)");
+        }
+        // Handlers first: a signal that arrives while the broker starts must still stop it
+        // gracefully (peers see the node as soon as its INFO goes out, before `start` returns).
+        let stop =
+            stop_signal().map_err(|e| Failure::runtime(format!("cannot watch signals: {e}")))?;
+        broker
+            .start()
+            .await
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        tracing::info!(node = %broker.node_id(), transporter = options.transporter.as_deref().unwrap_or("none"), "{} ready", self.name);
+        stop.await;
+        tracing::info!(node = %broker.node_id(), "stopping");
+        broker.stop().await;
+        Ok(())
+    }
+}
+
+/// `env` with the variables of `file` added, those already in `env` winning.
+fn with_env_file(
+    mut env: Vec<(String, String)>,
+    file: Option<&Path>,
+) -> Result<Vec<(String, String)>, Failure> {
+    let Some(file) = file else { return Ok(env) };
+    let entries = dotenvy::from_path_iter(file)
+        .map_err(|e| Failure::usage(format!("cannot read the env file {}: {e}", file.display())))?;
+    for entry in entries {
+        let (key, value) = entry.map_err(|e| {
+            Failure::usage(format!("the env file {} is not valid: {e}", file.display()))
+        })?;
+        if !env.iter().any(|(k, _)| *k == key) {
+            env.push((key, value));
+        }
+    }
+    Ok(env)
+}
+
+/// Logs to stderr at `RUST_LOG` (else `default_level`), unless the program set up logging
+/// itself.
+fn init_logging(default_level: &str) {
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Resolves on the first SIGINT or SIGTERM (Ctrl-C only, off Unix).
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunnerArgs, clap::Error> {
+        RunnerArgs::try_parse_from(std::iter::once("node").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_long_and_short() {
+        let a = parse(&["-c", "a.toml", "-E", ".env", "--silent"]).unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("a.toml")));
+        assert_eq!(a.env_file, Some(PathBuf::from(".env")));
+        assert!(a.silent);
+        assert_eq!(parse(&[]).unwrap().config, None);
+    }
+
+    #[test]
+    fn a_bad_flag_is_a_usage_error_with_exit_code_2() {
+        let err = parse(&["--instancez", "3"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--instancez"), "{err}");
+        assert_eq!(parse(&["--version"]).unwrap_err().exit_code(), 0);
+    }
+
+    #[test]
+    fn the_env_file_fills_in_what_the_environment_lacks() {
+        let dir = std::env::temp_dir().join(format!("runner-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("test.env");
+        std::fs::write(&file, "MOL_NODE_ID=from-file\nMOL_NAMESPACE=staging\n").unwrap();
+        let env = with_env_file(vec![("MOL_NODE_ID".into(), "from-env".into())], Some(&file))
+            .ok()
+            .unwrap();
+        assert!(env.contains(&("MOL_NODE_ID".into(), "from-env".into())));
+        assert!(env.contains(&("MOL_NAMESPACE".into(), "staging".into())));
+        let missing = with_env_file(Vec::new(), Some(&dir.join("nope.env")))
+            .err()
+            .unwrap();
+        assert_eq!(missing.code, 2);
+        assert!(missing.message.contains("nope.env"), "{}", missing.message);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_config_file_that_was_asked_for_exits_2() {
+        let code = Runner::new()
+            .run_with(
+                [
+                    "node",
+                    "--silent",
+                    "--config",
+                    "/nonexistent/moleculer.toml",
+                ],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(code, ExitCode::from(2));
+        let code = Runner::new()
+            .run_with(
+                ["node", "--silent"],
+                vec![("MOL_HEARTBEAT_INTERVALL".to_owned(), "1".to_owned())],
+            )
+            .await;
+        assert_eq!(code, ExitCode::from(2), "a bad config key is a usage error");
+    }
+}
