@@ -14,6 +14,7 @@
 mod backends;
 mod config;
 mod runner;
+mod supervisor;
 
 pub use backends::builder_for;
 pub use config::{load_options, ConfigError};

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use moleculer_broker::{BrokerError, Service, ServiceBroker};
 
+use crate::supervisor::{supervise, worker_name, Outcome, Plan, WORKER_VAR};
 use crate::{builder_for, load_options, ConfigError};
 
 /// The runner's command line.
@@ -38,6 +39,21 @@ pub struct RunnerArgs {
     /// No log output
     #[arg(short = 's', long)]
     pub silent: bool,
+    /// Run N worker processes of this node (`max`: one per CPU), named <nodeID>-worker-<n>,
+    /// restarted when they die
+    #[arg(short = 'i', long, value_name = "N|max", value_parser = parse_instances)]
+    pub instances: Option<usize>,
+}
+
+/// `N` (at least 1) or `max` (one per CPU).
+fn parse_instances(value: &str) -> Result<usize, String> {
+    if value.eq_ignore_ascii_case("max") {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a number of at least 1, or max".into()),
+    }
 }
 
 /// Registers something on the broker before it starts.
@@ -162,9 +178,14 @@ impl Runner {
             Some(path) => path.clone(),
             None => PathBuf::from("moleculer.toml"),
         };
+        let worker = env.iter().any(|(k, _)| k == WORKER_VAR);
         let options = load_options(Some(&config), env)?;
         if !args.silent {
             init_logging(&self.log_level);
+        }
+        if let Some(instances) = args.instances.filter(|_| !worker) {
+            let base = options.node_id.clone().unwrap_or_else(host_name);
+            return supervise_group(base, instances).await;
         }
         let broker = builder_for(&options)?
             .build()
@@ -189,6 +210,37 @@ impl Runner {
         broker.stop().await;
         Ok(())
     }
+}
+
+/// Runs the group of workers; the supervisor itself joins no cluster.
+async fn supervise_group(base: String, instances: usize) -> Result<(), Failure> {
+    tracing::info!(
+        "supervising {instances} workers: {} ... {}",
+        worker_name(&base, 1),
+        worker_name(&base, instances)
+    );
+    let plan = Plan {
+        base,
+        instances,
+        args: std::env::args_os().skip(1).collect(),
+    };
+    match supervise(plan).await {
+        Ok(Outcome::Stopped { clean: true }) => Ok(()),
+        Ok(Outcome::Stopped { clean: false }) => Err(Failure::runtime(
+            "not every worker stopped cleanly (see the log above)",
+        )),
+        Ok(Outcome::Flapping(why)) => Err(Failure::runtime(why)),
+        Err(err) => Err(Failure::runtime(format!("cannot run the workers: {err}"))),
+    }
+}
+
+/// This machine's host name (Moleculer's default node id stem).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
 }
 
 /// `env` with the variables of `file` added, those already in `env` winning.
@@ -262,6 +314,13 @@ mod tests {
 
     #[test]
     fn a_bad_flag_is_a_usage_error_with_exit_code_2() {
+        for bad in ["0", "x", "-1"] {
+            let err = parse(&["--instances", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("at least 1"), "{err}");
+        }
+        assert_eq!(parse(&["-i", "3"]).unwrap().instances, Some(3));
+        assert!(parse(&["--instances", "max"]).unwrap().instances >= Some(1));
         let err = parse(&["--instancez", "3"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--instancez"), "{err}");

@@ -98,3 +98,108 @@ async fn sigterm_stops_the_node_gracefully_and_exits_0() {
     assert_eq!(unexpected, [serde_json::Value::Bool(false)]);
     caller.stop().await;
 }
+
+/// The supervisor's live children.
+fn children(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_named_workers_restart_a_killed_one_and_all_stop_on_sigterm() {
+    // Only the caller is listed: the workers join through it on ports of their own.
+    let env = common_env(&tcp_urls(&["caller"]));
+    let mut supervisor = demo()
+        .envs(env.iter().cloned())
+        .env("MOL_NODE_ID", "demo")
+        .args(["--instances", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let caller = local_broker("caller", &env).await;
+    for worker in ["demo-worker-1", "demo-worker-2"] {
+        serving(&caller, worker, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("{worker} serves"));
+    }
+    let first = children(supervisor.id());
+    assert_eq!(first.len(), 2, "two worker processes: {first:?}");
+    // SIGKILL one worker: it comes back under its own name.
+    let victim = first[0];
+    assert!(Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let restarted = support::wait(Duration::from_secs(10), || {
+        let now = children(supervisor.id());
+        now.len() == 2 && !now.contains(&victim)
+    })
+    .await;
+    assert!(restarted.is_some(), "the killed worker was started again");
+    for worker in ["demo-worker-1", "demo-worker-2"] {
+        serving(&caller, worker, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("{worker} serves after the restart"));
+    }
+    let workers = children(supervisor.id());
+    // SIGTERM: every worker stops gracefully, the supervisor exits 0, nothing is left behind.
+    assert!(Command::new("kill")
+        .args(["-TERM", &supervisor.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = supervisor.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the supervisor did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        workers.iter().all(|pid| !alive(*pid)),
+        "workers left behind: {workers:?}"
+    );
+    caller.stop().await;
+}
+
+#[test]
+fn a_worker_that_keeps_dying_stops_the_group_with_a_reason() {
+    // Every worker must listen on a port that is taken: each exits at once.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let started = Instant::now();
+    let out = demo()
+        .env("MOL_TRANSPORTER", "TCP")
+        .env("MOL_TRANSPORTER_OPTIONS__PORT", port.to_string())
+        .env("MOL_NODE_ID", "flappy")
+        .args(["--instances", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("the group stopped after {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("worker flappy-worker-1 exited 5 times in a row")
+            && err.contains("last: exit code 1"),
+        "{err}"
+    );
+    // Restarted with a growing backoff (100, 200, 400, 800 ms), not at once.
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}

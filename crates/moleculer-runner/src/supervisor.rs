@@ -1,0 +1,221 @@
+//! The supervisor (`--instances N`): this same binary, re-executed as N worker processes named
+//! `<nodeID>-worker-<n>`. It only supervises: a worker that dies is started again under the
+//! same name after a backoff that grows while it keeps dying and resets once it has stayed up;
+//! a worker that keeps dying stops the whole group with a message saying why. SIGINT and SIGTERM
+//! are passed on, every worker stops gracefully, stragglers are killed after a deadline, and
+//! the supervisor exits 0 when all stopped cleanly.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The variable that makes a re-executed process a worker, holding its number.
+pub(crate) const WORKER_VAR: &str = "MOLECULER_WORKER";
+
+/// A worker that stayed up this long is healthy: its backoff and failure count start over.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// The first restart delay; it doubles for each failure in a row, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Failures in a row (each within [`STABLE_AFTER`] of its start) that stop the group.
+const FLAP_LIMIT: u32 = 5;
+/// How long workers get to stop gracefully before they are killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How the supervisor runs its workers.
+pub(crate) struct Plan {
+    /// `<nodeID>` of `<nodeID>-worker-<n>`.
+    pub base: String,
+    pub instances: usize,
+    /// The worker's command line, without the program and without `--instances`.
+    pub args: Vec<OsString>,
+}
+
+struct Worker {
+    name: String,
+    pid: u32,
+    started: Instant,
+    /// Failures in a row.
+    failures: u32,
+}
+
+/// Why the group stopped, for the exit code and the message.
+pub(crate) enum Outcome {
+    /// Stopped on a signal; whether every worker exited cleanly.
+    Stopped { clean: bool },
+    /// A worker kept dying.
+    Flapping(String),
+}
+
+/// The worker name for number `n`.
+pub(crate) fn worker_name(base: &str, n: usize) -> String {
+    format!("{base}-worker-{n}")
+}
+
+fn spawn(
+    plan: &Plan,
+    n: usize,
+    exits: &mpsc::UnboundedSender<(usize, u32, ExitStatus)>,
+) -> std::io::Result<Worker> {
+    let name = worker_name(&plan.base, n);
+    let exe = std::env::current_exe()?;
+    let mut child: Child = Command::new(exe)
+        .args(&plan.args)
+        .env(WORKER_VAR, n.to_string())
+        .env("MOL_NODE_ID", &name)
+        .stdin(Stdio::null())
+        .kill_on_drop(false)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let exits = exits.clone();
+    tokio::spawn(async move {
+        if let Ok(status) = child.wait().await {
+            let _ = exits.send((n, pid, status));
+        }
+    });
+    tracing::info!(worker = %name, pid, "worker started");
+    Ok(Worker {
+        name,
+        pid,
+        started: Instant::now(),
+        failures: 0,
+    })
+}
+
+fn signal(pid: u32, sig: Signal) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Runs the group until a stop signal or a flapping worker.
+pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
+    use tokio::signal::unix::{signal as watch, SignalKind};
+    let mut term = watch(SignalKind::terminate())?;
+    let mut int = watch(SignalKind::interrupt())?;
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let mut workers: BTreeMap<usize, Worker> = BTreeMap::new();
+    for n in 1..=plan.instances {
+        workers.insert(n, spawn(&plan, n, &exits_tx)?);
+    }
+    // Workers waiting for their restart: number -> (when, failures so far).
+    let mut pending: BTreeMap<usize, (Instant, u32)> = BTreeMap::new();
+    loop {
+        let next_restart = pending.values().map(|(at, _)| *at).min();
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some((n, pid, status)) = exits.recv() => {
+                let Some(worker) = workers.get(&n).filter(|w| w.pid == pid) else { continue };
+                let failures = if worker.started.elapsed() >= STABLE_AFTER { 1 } else { worker.failures + 1 };
+                let name = worker.name.clone();
+                workers.remove(&n);
+                if failures >= FLAP_LIMIT {
+                    let why = format!(
+                        "worker {name} exited {failures} times in a row within {} s of starting (last: {}); stopping the group",
+                        STABLE_AFTER.as_secs(),
+                        describe(status)
+                    );
+                    stop_all(&mut workers, &mut exits).await;
+                    return Ok(Outcome::Flapping(why));
+                }
+                let backoff = (FIRST_BACKOFF * 2u32.saturating_pow(failures - 1)).min(MAX_BACKOFF);
+                tracing::warn!(worker = %name, "worker exited ({}); starting it again in {} ms", describe(status), backoff.as_millis());
+                pending.insert(n, (Instant::now() + backoff, failures));
+            }
+            () = sleep_until(next_restart) => {
+                let now = Instant::now();
+                let due: Vec<usize> = pending.iter().filter(|(_, (at, _))| *at <= now).map(|(n, _)| *n).collect();
+                for n in due {
+                    let (_, failures) = pending.remove(&n).unwrap_or((now, 0));
+                    let mut worker = spawn(&plan, n, &exits_tx)?;
+                    worker.failures = failures;
+                    workers.insert(n, worker);
+                }
+            }
+        }
+    }
+    let clean = stop_all(&mut workers, &mut exits).await;
+    Ok(Outcome::Stopped { clean })
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGTERM to every worker, SIGKILL to those still running at the deadline; whether all
+/// exited cleanly.
+async fn stop_all(
+    workers: &mut BTreeMap<usize, Worker>,
+    exits: &mut mpsc::UnboundedReceiver<(usize, u32, ExitStatus)>,
+) -> bool {
+    for worker in workers.values() {
+        signal(worker.pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_DEADLINE;
+    let mut clean = true;
+    while !workers.is_empty() {
+        match tokio::time::timeout_at(deadline, exits.recv()).await {
+            Ok(Some((n, pid, status))) => {
+                if workers.get(&n).is_some_and(|w| w.pid == pid) {
+                    let worker = workers.remove(&n).map(|w| w.name).unwrap_or_default();
+                    if !status.success() {
+                        clean = false;
+                        tracing::warn!(worker = %worker, "worker stopped with {}", describe(status));
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                for worker in workers.values() {
+                    tracing::error!(worker = %worker.name, "worker did not stop within {} s: killing it", STOP_DEADLINE.as_secs());
+                    signal(worker.pid, Signal::SIGKILL);
+                }
+                clean = false;
+                // Reap them.
+                let reap = Instant::now() + Duration::from_secs(5);
+                while !workers.is_empty() {
+                    match tokio::time::timeout_at(reap, exits.recv()).await {
+                        Ok(Some((n, _, _))) => {
+                            workers.remove(&n);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+    }
+    clean
+}
+
+/// An exit status as words.
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown status".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_named_after_the_node_id_from_1() {
+        assert_eq!(worker_name("demo", 1), "demo-worker-1");
+        assert_eq!(worker_name("orders", 12), "orders-worker-12");
+    }
+}
