@@ -38,6 +38,19 @@ fn read_log(path: &PathBuf) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The nodes of every `$node.disconnected` received so far.
+fn disconnected(
+    events: &mut tokio::sync::broadcast::Receiver<moleculer::broker::LocalEvent>,
+) -> Vec<Value> {
+    let mut left = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.name == "$node.disconnected" {
+            left.push(e.payload["node"]["id"].clone());
+        }
+    }
+    left
+}
+
 /// Connects to `port` once the node listens.
 async fn connect(port: u16) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -427,12 +440,7 @@ async fn a_spoofed_hello_evicts_no_live_peer_and_fails_no_call() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (answered, failures) = load.finish().await;
-    let mut left = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        if e.name == "$node.disconnected" {
-            left.push(e.payload["node"]["id"].clone());
-        }
-    }
+    let left = disconnected(&mut events);
     println!(
         "{answered} calls answered, {} failed, disconnects seen: {left:?}",
         failures.len()
@@ -480,12 +488,7 @@ async fn a_duplicate_node_id_over_tcp_is_refused_and_the_live_node_keeps_serving
     let (answered, failures) = load.finish().await;
     assert!(answered > 0);
     assert!(failures.is_empty(), "{failures:?}");
-    let mut left = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        if e.name == "$node.disconnected" {
-            left.push(e.payload["node"]["id"].clone());
-        }
-    }
+    let left = disconnected(&mut events);
     assert!(left.is_empty(), "the live node was dropped: {left:?}");
     let pinned = moleculer::CallOptions::default().node_id("dup");
     caller

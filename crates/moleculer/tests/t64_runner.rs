@@ -19,6 +19,18 @@ fn demo() -> Command {
     command
 }
 
+/// Waits for `child` to exit; panics after `limit`.
+async fn exit_within(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn bad_flags_and_a_missing_config_file_exit_2_with_a_sentence() {
     let out = demo().arg("--instancez").output().unwrap();
@@ -74,14 +86,7 @@ async fn sigterm_stops_the_node_gracefully_and_exits_0() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the node did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exit_within(&mut child, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0));
     // Peers saw a goodbye, not a crash.
     let gone = support::wait(Duration::from_secs(5), || {
@@ -163,14 +168,7 @@ async fn instances_run_named_workers_restart_a_killed_one_and_all_stop_on_sigter
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = supervisor.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the supervisor did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exit_within(&mut supervisor, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0));
     assert!(
         workers.iter().all(|pid| !alive(*pid)),

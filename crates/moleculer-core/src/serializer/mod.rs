@@ -298,20 +298,7 @@ mod tests {
     fn arbitrary_bytes_never_panic_the_decoder() {
         use rand::rngs::SmallRng;
         use rand::{Rng, SeedableRng};
-        let kinds = [
-            PacketType::Event,
-            PacketType::Request,
-            PacketType::Response,
-            PacketType::Discover,
-            PacketType::Info,
-            PacketType::Disconnect,
-            PacketType::Heartbeat,
-            PacketType::Ping,
-            PacketType::Pong,
-            PacketType::GossipHello,
-            PacketType::GossipRequest,
-            PacketType::GossipResponse,
-        ];
+        let kinds = PacketType::ALL;
         let mut rng = SmallRng::seed_from_u64(11);
         for serializer in [
             SerializerKind::Json.build(),
