@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use moleculer_broker::{BrokerError, Service, ServiceBroker};
 
-use crate::supervisor::{supervise, worker_name, Outcome, Plan, WORKER_VAR};
+use crate::supervisor::{supervise, worker_name, Outcome, Plan, READY_FILE_VAR, WORKER_VAR};
 use crate::{builder_for, load_options, ConfigError};
 
 /// The runner's command line.
@@ -179,6 +179,10 @@ impl Runner {
             None => PathBuf::from("moleculer.toml"),
         };
         let worker = env.iter().any(|(k, _)| k == WORKER_VAR);
+        let ready_file = env
+            .iter()
+            .find(|(k, _)| k == READY_FILE_VAR)
+            .map(|(_, v)| PathBuf::from(v));
         let options = load_options(Some(&config), env)?;
         if !args.silent {
             init_logging(&self.log_level);
@@ -205,6 +209,12 @@ impl Runner {
             .await
             .map_err(|e| Failure::runtime(e.to_string()))?;
         tracing::info!(node = %broker.node_id(), transporter = options.transporter.as_deref().unwrap_or("none"), "{} ready", self.name);
+        if let Some(file) = ready_file {
+            // The supervisor waits for this before it replaces the next worker.
+            if let Err(err) = std::fs::write(&file, broker.node_id().as_str()) {
+                tracing::warn!("cannot write the ready file {}: {err}", file.display());
+            }
+        }
         stop.await;
         tracing::info!(node = %broker.node_id(), "stopping");
         broker.stop().await;

@@ -3,7 +3,9 @@
 //! same name after a backoff that grows while it keeps dying and resets once it has stayed up;
 //! a worker that keeps dying stops the whole group with a message saying why. SIGINT and SIGTERM
 //! are passed on, every worker stops gracefully, stragglers are killed after a deadline, and
-//! the supervisor exits 0 when all stopped cleanly.
+//! the supervisor exits 0 when all stopped cleanly. SIGHUP replaces the workers one at a time,
+//! each new one started only after the old one stopped gracefully, and the next one only after
+//! the new one is up (it says so through a ready file), so callers lose no call.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -18,6 +20,11 @@ use tokio::time::Instant;
 
 /// The variable that makes a re-executed process a worker, holding its number.
 pub(crate) const WORKER_VAR: &str = "MOLECULER_WORKER";
+
+/// The variable naming the file a worker writes once its broker has started.
+pub(crate) const READY_FILE_VAR: &str = "MOLECULER_READY_FILE";
+/// How long a replacement worker has to come up during a reload.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// A worker that stayed up this long is healthy: its backoff and failure count start over.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -59,6 +66,11 @@ pub(crate) fn worker_name(base: &str, n: usize) -> String {
     format!("{base}-worker-{n}")
 }
 
+/// Where worker `n` says it is up.
+fn ready_file(n: usize) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("moleculer-{}-worker-{n}.ready", std::process::id()))
+}
+
 fn spawn(
     plan: &Plan,
     n: usize,
@@ -66,9 +78,12 @@ fn spawn(
 ) -> std::io::Result<Worker> {
     let name = worker_name(&plan.base, n);
     let exe = std::env::current_exe()?;
+    let ready = ready_file(n);
+    let _ = std::fs::remove_file(&ready);
     let mut child: Child = Command::new(exe)
         .args(&plan.args)
         .env(WORKER_VAR, n.to_string())
+        .env(READY_FILE_VAR, &ready)
         .env("MOL_NODE_ID", &name)
         .stdin(Stdio::null())
         .kill_on_drop(false)
@@ -101,6 +116,7 @@ pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
     use tokio::signal::unix::{signal as watch, SignalKind};
     let mut term = watch(SignalKind::terminate())?;
     let mut int = watch(SignalKind::interrupt())?;
+    let mut hup = watch(SignalKind::hangup())?;
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let mut workers: BTreeMap<usize, Worker> = BTreeMap::new();
     for n in 1..=plan.instances {
@@ -113,6 +129,11 @@ pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Err(why) = reload(&plan, &mut workers, &mut exits, &exits_tx).await {
+                    tracing::error!("reload stopped: {why}");
+                }
+            }
             Some((n, pid, status)) = exits.recv() => {
                 let Some(worker) = workers.get(&n).filter(|w| w.pid == pid) else { continue };
                 let failures = if worker.started.elapsed() >= STABLE_AFTER { 1 } else { worker.failures + 1 };
@@ -144,7 +165,63 @@ pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
         }
     }
     let clean = stop_all(&mut workers, &mut exits).await;
+    for n in 1..=plan.instances {
+        let _ = std::fs::remove_file(ready_file(n));
+    }
     Ok(Outcome::Stopped { clean })
+}
+
+/// Replaces every running worker, one at a time: stop it gracefully, start it again, wait
+/// until it is up, then the next.
+async fn reload(
+    plan: &Plan,
+    workers: &mut BTreeMap<usize, Worker>,
+    exits: &mut mpsc::UnboundedReceiver<(usize, u32, ExitStatus)>,
+    exits_tx: &mpsc::UnboundedSender<(usize, u32, ExitStatus)>,
+) -> Result<(), String> {
+    let numbers: Vec<usize> = workers.keys().copied().collect();
+    tracing::info!("reloading {} workers, one at a time", numbers.len());
+    for n in numbers {
+        let Some(old) = workers.remove(&n) else {
+            continue;
+        };
+        signal(old.pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, exits.recv()).await {
+                Ok(Some((m, pid, _))) if m == n && pid == old.pid => break,
+                // Another worker died meanwhile: it is started again at once.
+                Ok(Some((m, pid, status))) => {
+                    if workers.get(&m).is_some_and(|w| w.pid == pid) {
+                        tracing::warn!(worker = %worker_name(&plan.base, m), "worker exited ({}) during the reload; starting it again", describe(status));
+                        let worker = spawn(plan, m, exits_tx).map_err(|e| e.to_string())?;
+                        workers.insert(m, worker);
+                    }
+                }
+                Ok(None) => return Err("the exit channel closed".into()),
+                Err(_) => {
+                    signal(old.pid, Signal::SIGKILL);
+                    tracing::error!(worker = %old.name, "worker did not stop within {} s: killed", STOP_DEADLINE.as_secs());
+                }
+            }
+        }
+        let worker = spawn(plan, n, exits_tx).map_err(|e| e.to_string())?;
+        workers.insert(n, worker);
+        let ready = ready_file(n);
+        let up_by = Instant::now() + READY_WITHIN;
+        while !ready.exists() {
+            if Instant::now() > up_by {
+                return Err(format!(
+                    "{} did not come up within {} s",
+                    old.name,
+                    READY_WITHIN.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(worker = %old.name, "worker replaced");
+    }
+    Ok(())
 }
 
 async fn sleep_until(at: Option<Instant>) {

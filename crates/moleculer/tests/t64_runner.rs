@@ -201,3 +201,63 @@ fn a_worker_that_keeps_dying_stops_the_group_with_a_reason() {
     // Restarted with a growing backoff (100, 200, 400, 800 ms), not at once.
     assert!(started.elapsed() >= Duration::from_millis(1500));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_replaces_the_workers_one_by_one_and_no_call_fails() {
+    let env = common_env(&tcp_urls(&["caller"]));
+    let mut supervisor = demo()
+        .envs(env.iter().cloned())
+        .env("MOL_NODE_ID", "rolling")
+        .args(["--instances", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let caller = local_broker("caller", &env).await;
+    for worker in ["rolling-worker-1", "rolling-worker-2", "rolling-worker-3"] {
+        serving(&caller, worker, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("{worker} serves"));
+    }
+    let before = children(supervisor.id());
+    assert_eq!(before.len(), 3);
+    // A caller without retries keeps 20 calls in flight through the reload.
+    let load = support::Load::start(&caller, 20);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(Command::new("kill")
+        .args(["-HUP", &supervisor.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let replaced = support::wait(Duration::from_secs(60), || {
+        let now = children(supervisor.id());
+        now.len() == 3 && now.iter().all(|pid| !before.contains(pid))
+    })
+    .await
+    .expect("every worker was replaced");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (answered, failures) = load.finish().await;
+    println!(
+        "reload of 3 workers took {replaced:?}; {answered} calls answered, {} failed",
+        failures.len()
+    );
+    assert!(answered > 100, "{answered}");
+    assert!(failures.is_empty(), "{failures:?}");
+    for worker in ["rolling-worker-1", "rolling-worker-2", "rolling-worker-3"] {
+        serving(&caller, worker, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{worker} serves after the reload"));
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &supervisor.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        exit_within(&mut supervisor, Duration::from_secs(20))
+            .await
+            .code(),
+        Some(0)
+    );
+    caller.stop().await;
+}
