@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use moleculer_broker::{BrokerError, Service, ServiceBroker};
+use moleculer_broker::{BrokerError, Service, ServiceBroker, ServiceBrokerBuilder};
+use moleculer_core::Middleware;
 
 use crate::supervisor::{supervise, worker_name, Outcome, Plan, READY_FILE_VAR, WORKER_VAR};
 use crate::{builder_for, load_options, ConfigError};
@@ -58,11 +59,14 @@ fn parse_instances(value: &str) -> Result<usize, String> {
 
 /// Registers something on the broker before it starts.
 type Setup = Box<dyn FnOnce(&ServiceBroker) -> Result<(), BrokerError> + Send>;
+/// Adds something to the broker's builder (middlewares must be in place before it is built).
+type Build = Box<dyn FnOnce(ServiceBrokerBuilder) -> ServiceBrokerBuilder + Send>;
 
 /// Runs one node with the given services; see the [module docs](self).
 pub struct Runner {
     name: String,
     log_level: String,
+    builds: Vec<Build>,
     setups: Vec<Setup>,
 }
 
@@ -106,6 +110,7 @@ impl Runner {
         Self {
             name: "node".into(),
             log_level: "info".into(),
+            builds: Vec::new(),
             setups: Vec::new(),
         }
     }
@@ -126,6 +131,13 @@ impl Runner {
     pub fn service<S: Service>(mut self, service: S) -> Self {
         self.setups
             .push(Box::new(move |broker| broker.create_service(service)));
+        self
+    }
+
+    /// Adds a middleware (in the order given, as on the builder).
+    pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
+        self.builds
+            .push(Box::new(move |builder| builder.middleware(middleware)));
         self
     }
 
@@ -191,9 +203,11 @@ impl Runner {
             let base = options.node_id.clone().unwrap_or_else(host_name);
             return supervise_group(base, instances).await;
         }
-        let broker = builder_for(&options)?
-            .build()
-            .map_err(|e| Failure::usage(e.to_string()))?;
+        let mut builder = builder_for(&options)?;
+        for build in self.builds {
+            builder = build(builder);
+        }
+        let broker = builder.build().map_err(|e| Failure::usage(e.to_string()))?;
         for setup in self.setups {
             setup(&broker).map_err(|e| Failure::runtime(e.to_string()))?;
         }

@@ -64,3 +64,8 @@ pub mod prelude {
         CallOptions, Context, EmitOptions, MoleculerError, Result, Visibility,
     };
 }
+
+/// The guide (`docs/guide.md`), compiled and run as doc tests so its code stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+pub struct Guide;
