@@ -191,6 +191,14 @@ impl ServiceBroker {
         self.core.cluster().map(|c| &c.transit.stats)
     }
 
+    /// Whether packets from the cluster reach this broker now (its transporter is connected and
+    /// subscribed); `false` without a transporter.
+    pub fn is_connected(&self) -> bool {
+        self.core
+            .cluster()
+            .is_some_and(|c| c.transit.transporter.is_ready())
+    }
+
     /// Requests sent to other nodes and not answered yet.
     pub fn pending_requests(&self) -> usize {
         self.core.cluster().map_or(0, |c| c.transit.pending_count())

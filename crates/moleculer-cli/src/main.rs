@@ -1,0 +1,138 @@
+//! `moleculer`: joins a live cluster as a short-lived node, does one thing, and leaves.
+//!
+//! ```sh
+//! moleculer --transporter tcp://127.0.0.1:6001/seed nodes
+//! moleculer call math.add '{"a": 1, "b": 2}'
+//! moleculer --json services
+//! ```
+//!
+//! The cluster comes from `moleculer.toml` (or `--config`), `MOL_*` and the flags. Exit codes:
+//! 0 on success, 1 when the command failed (a call's error is printed on stderr with its name,
+//! code, type and data), 2 for a bad command line or configuration.
+
+mod commands;
+mod table;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// How to reach the cluster, and what to do there.
+#[derive(Debug, Parser)]
+#[command(
+    name = "moleculer",
+    version,
+    about = "Lists, calls and pings the nodes of a live Moleculer cluster"
+)]
+pub struct Cli {
+    /// Configuration file [default: moleculer.toml in the working directory, if there is one]
+    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Transporter (TCP, tcp://host:port/nodeID,..., redis://host:port)
+    #[arg(short = 't', long, global = true)]
+    transporter: Option<String>,
+    /// Namespace of the cluster
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+    /// Serializer (JSON, MsgPack)
+    #[arg(short = 's', long, global = true)]
+    serializer: Option<String>,
+    /// Discoverer (Local, redis://..., etcd3://...)
+    #[arg(short = 'd', long, global = true)]
+    discoverer: Option<String>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    /// Milliseconds to wait for the cluster (and for a call's answer)
+    #[arg(
+        long = "wait",
+        global = true,
+        default_value_t = 2000,
+        value_name = "MS"
+    )]
+    wait_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The nodes of the cluster
+    Nodes,
+    /// The services and the nodes that offer them
+    Services,
+    /// The actions and the nodes that offer them
+    Actions,
+    /// The events and the nodes that listen to them
+    Events,
+    /// Calls an action and prints its result
+    Call {
+        /// The action, e.g. math.add
+        action: String,
+        /// Its parameters as JSON
+        #[arg(default_value = "{}")]
+        params: String,
+        /// Meta as a JSON object
+        #[arg(long)]
+        meta: Option<String>,
+        /// Call this node only
+        #[arg(long = "node")]
+        node: Option<String>,
+        /// Timeout in milliseconds
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Emits a balanced event
+    Emit {
+        /// The event
+        event: String,
+        /// Its payload as JSON
+        #[arg(default_value = "{}")]
+        payload: String,
+    },
+    /// Broadcasts an event to every listener
+    Broadcast {
+        /// The event
+        event: String,
+        /// Its payload as JSON
+        #[arg(default_value = "{}")]
+        payload: String,
+    },
+    /// Pings one node, or every node
+    Ping {
+        /// The node
+        node: Option<String>,
+    },
+    /// What this command joined: namespace, transporter, nodes and services
+    Info,
+}
+
+impl Cli {
+    fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms.max(1))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(err.exit_code() as u8);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    match commands::run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

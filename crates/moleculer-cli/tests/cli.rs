@@ -1,0 +1,199 @@
+//! The `moleculer` command against a live cluster on 127.0.0.1: two in-process nodes over TCP,
+//! the command run as a real process joining through the listed seed.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use moleculer_broker::ServiceBroker;
+use moleculer_test::services::{Echo, Listener, Recorder};
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// A node with `Echo` and a `user.*` listener (recording into `heard`), on the cluster `urls`
+/// names.
+async fn node(id: &str, urls: &str, heard: &Recorder) -> ServiceBroker {
+    let env = vec![
+        ("MOL_NODE_ID".to_owned(), id.to_owned()),
+        ("MOL_TRANSPORTER".to_owned(), urls.to_owned()),
+    ];
+    let options = moleculer_runner::load_options(None, env).unwrap();
+    let broker = moleculer_runner::builder_for(&options)
+        .unwrap()
+        .build()
+        .unwrap();
+    broker.create_service(Echo).unwrap();
+    broker
+        .create_service(Listener {
+            name: "audit",
+            group: None,
+            pattern: "user.*",
+            log: heard.clone(),
+        })
+        .unwrap();
+    broker.start().await.unwrap();
+    broker
+}
+
+/// Runs the command (off the async runtime) and returns its output.
+async fn moleculer(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_moleculer"))
+            .args(&args)
+            .env_remove("MOL_NODE_ID")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_calls_and_emits_on_a_live_cluster() {
+    let (seed_port, other_port) = (free_port(), free_port());
+    let urls = format!("tcp://127.0.0.1:{seed_port}/seed,127.0.0.1:{other_port}/other");
+    let heard = Recorder::default();
+    let seed = node("seed", &urls, &heard).await;
+    let other = node("other", &urls, &heard).await;
+    // The command knows only the seed; it learns `other` from it.
+    let t = format!("tcp://127.0.0.1:{seed_port}/seed");
+
+    let started = Instant::now();
+    let out = moleculer(&["-t", &t, "--json", "nodes"]).await;
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes = stdout_json(&out);
+    let mut ids: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["available"] == true)
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["other", "seed"]);
+    println!("`moleculer nodes` joined, listed and left in {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    let services = stdout_json(&moleculer(&["-t", &t, "--json", "services"]).await);
+    let echo = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "echo")
+        .expect("echo is listed");
+    assert_eq!(echo["nodes"].as_array().unwrap().len(), 2);
+
+    let out = moleculer(&[
+        "-t",
+        &t,
+        "--json",
+        "call",
+        "echo.where",
+        r#"{"x":1}"#,
+        "--node",
+        "other",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = stdout_json(&out);
+    assert_eq!(answer["node"], "other");
+    assert_eq!(answer["params"]["x"], 1);
+
+    let out = moleculer(&["-t", &t, "call", "echo.fail"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for part in [
+        "it failed",
+        "code: 422",
+        "type: ECHO_FAILED",
+        r#""reason":"asked to""#,
+    ] {
+        assert!(err.contains(part), "{part} in {err}");
+    }
+
+    let out = moleculer(&["-t", &t, "--wait", "500", "call", "nope.missing"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nope.missing"), "{err}");
+
+    let out = moleculer(&["-t", &t, "call", "echo.where", "{not json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
+
+    let out = moleculer(&["-t", &t, "broadcast", "user.created", r#"{"id":7}"#]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let both = moleculer_test::eventually(Duration::from_secs(5), || heard.len() >= 2).await;
+    let records = heard.take();
+    assert!(both, "both nodes heard the broadcast: {records:?}");
+    let mut nodes: Vec<&str> = records
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["other", "seed"]);
+    assert_eq!(records[0]["data"]["id"], 7);
+
+    let out = moleculer(&["-t", &t, "--json", "ping", "other"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)[0]["node"], "other");
+
+    other.stop().await;
+    seed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_transporter_is_named_and_the_command_fails() {
+    let dead = free_port();
+    let url = format!("redis://127.0.0.1:{dead}");
+    let started = Instant::now();
+    let out = moleculer(&["-t", &url, "--wait", "1500", "nodes"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&url), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let out = moleculer(&["nodes"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no transporter"));
+
+    let out = moleculer(&["--bogus"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
