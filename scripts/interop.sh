@@ -18,4 +18,5 @@ done
 (cd interop && npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || npm install --no-audit --no-fund --loglevel=error >/dev/null)
 # The demo node with every discoverer, etcd3 included.
 cargo build --quiet --example node --features etcd3
-RUST_NODE_BIN="$(pwd)/target/debug/examples/node" node interop/run.js
+cargo build --quiet -p moleculer-cli
+RUST_NODE_BIN="$(pwd)/target/debug/examples/node" MOLECULER_CLI_BIN="$(pwd)/target/debug/moleculer" node interop/run.js
