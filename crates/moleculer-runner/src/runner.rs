@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn a_bad_flag_is_a_usage_error_with_exit_code_2() {
         for bad in ["0", "x", "-1"] {
-            let err = parse(&["--instances", bad]).unwrap_err();
+            let err = parse(&[&format!("--instances={bad}")]).unwrap_err();
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains("at least 1"), "{err}");
         }
