@@ -1,6 +1,6 @@
 // The `moleculer` command against a cluster with a Node.js Moleculer 0.15 node and a Rust node
-// over TCP: nodes, services, a call to the JS node, a failing call, an unknown action and an
-// emit, with --json output parsed.
+// over TCP: nodes, services, a call to the JS node, a failing call, an unknown action, an emit
+// and a bench, with --json output parsed.
 "use strict";
 const { execFile } = require("child_process");
 const { sleep, until, freePort, startRust, rustSees } = require("./harness");
@@ -86,6 +86,14 @@ async function run(check, assert) {
 			const out = await cli([...t, "emit", "cli.hello", '{"from": "cli"}']);
 			assert(out.code === 0, out.stderr);
 			await until("the JS handler", () => received.some(p => p.from === "cli"), 5000);
+		});
+		await check("moleculer bench measures calls to the JS node (--json parsed)", async () => {
+			const out = await cli([...t, "--json", "bench", "jsmath.mul", '{"a": 2, "b": 3}', "--time", "1", "--concurrency", "4"]);
+			assert(out.code === 0, out.stderr);
+			const report = JSON.parse(out.stdout);
+			assert(report.calls > 10 && report.errors === 0, out.stdout);
+			assert(report.latencyMs.p50 <= report.latencyMs.p99 && report.latencyMs.p99 <= report.latencyMs.max, out.stdout);
+			console.log(`       (${Math.round(report.perSecond)} calls/s to the JS node, p99 ${report.latencyMs.p99} ms)`);
 		});
 	} finally {
 		await js.stop().catch(() => {});

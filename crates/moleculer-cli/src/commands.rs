@@ -417,6 +417,46 @@ async fn dispatch(cli: &Cli, broker: &ServiceBroker) -> Result<(), Failure> {
                 )));
             }
         }
+        Command::Bench {
+            action,
+            params,
+            time,
+            concurrency,
+            node,
+        } => {
+            let params = parse_json("the parameters", params)?;
+            if !(time.is_finite() && *time > 0.0) {
+                return Err(Failure::usage(
+                    "--time must be a positive number of seconds",
+                ));
+            }
+            let mut opts = CallOptions::default().timeout(cli.wait());
+            if let Some(node) = node {
+                opts = opts.node_id(node.as_str());
+            }
+            if let Some((service, _)) = action.rsplit_once('.') {
+                let _ = broker.wait_for_services(&[service], Some(cli.wait())).await;
+            }
+            // One call first: an action that cannot be called is an error, not a benchmark.
+            if let Err(err) = broker.call_with(action, params.clone(), opts.clone()).await {
+                return Err(Failure::call(&err));
+            }
+            let report = crate::bench::run(
+                broker,
+                action,
+                params,
+                opts,
+                Duration::from_secs_f64(*time),
+                *concurrency,
+                cli.json,
+            )
+            .await;
+            if cli.json {
+                print_json(&report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
         Command::Info => {
             settle(broker, cli.wait()).await;
             let options = internal(broker, "$node.options", json!({})).await?;

@@ -10,6 +10,7 @@
 //! 0 on success, 1 when the command failed (a call's error is printed on stderr with its name,
 //! code, type and data), 2 for a bad command line or configuration.
 
+mod bench;
 mod commands;
 mod table;
 
@@ -107,6 +108,23 @@ pub enum Command {
     },
     /// What this command joined: namespace, transporter, nodes and services
     Info,
+    /// Calls an action over and over, then prints throughput and latency percentiles
+    Bench {
+        /// The action
+        action: String,
+        /// Its parameters as JSON
+        #[arg(default_value = "{}")]
+        params: String,
+        /// Seconds to run
+        #[arg(long, default_value_t = 5.0)]
+        time: f64,
+        /// Calls in flight at once
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// Call this node only
+        #[arg(long = "node")]
+        node: Option<String>,
+    },
 }
 
 impl Cli {

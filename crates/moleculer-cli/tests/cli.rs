@@ -171,6 +171,39 @@ async fn lists_calls_and_emits_on_a_live_cluster() {
     );
     assert_eq!(stdout_json(&out)[0]["node"], "other");
 
+    let out = moleculer(&[
+        "-t",
+        &t,
+        "--json",
+        "bench",
+        "echo.where",
+        "{}",
+        "--time",
+        "1",
+        "--concurrency",
+        "4",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    println!("bench: {report}");
+    assert!(report["calls"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["errors"], 0);
+    let p = &report["latencyMs"];
+    assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
+    assert!(p["p99"].as_f64().unwrap() <= p["max"].as_f64().unwrap());
+    let counted: u64 = report["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, report["calls"].as_u64().unwrap());
+
     other.stop().await;
     seed.stop().await;
 }
