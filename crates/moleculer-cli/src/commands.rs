@@ -51,7 +51,10 @@ impl Failure {
 /// Joins, runs the command, leaves.
 pub async fn run(cli: &Cli) -> Result<(), Failure> {
     let broker = join(cli).await?;
-    let result = dispatch(cli, &broker).await;
+    let result = match &cli.command {
+        Command::Repl => crate::repl::run(cli, &broker).await,
+        command => dispatch(cli, command, &broker).await,
+    };
     broker.stop().await;
     result
 }
@@ -169,10 +172,11 @@ fn print_json(v: &Value) {
     println!("{v}");
 }
 
-async fn dispatch(cli: &Cli, broker: &ServiceBroker) -> Result<(), Failure> {
+/// Runs one command on the joined broker (the REPL runs each of its lines through here).
+pub async fn dispatch(cli: &Cli, command: &Command, broker: &ServiceBroker) -> Result<(), Failure> {
     let me = broker.node_id().to_string();
     let not_me = |v: &Value| v["id"] != me.as_str() && v["nodeID"] != me.as_str();
-    match &cli.command {
+    match command {
         Command::Nodes => {
             settle(broker, cli.wait()).await;
             let list = internal(broker, "$node.list", json!({ "withServices": true })).await?;
@@ -275,7 +279,7 @@ async fn dispatch(cli: &Cli, broker: &ServiceBroker) -> Result<(), Failure> {
         }
         Command::Actions | Command::Events => {
             settle(broker, cli.wait()).await;
-            let action = if matches!(cli.command, Command::Actions) {
+            let action = if matches!(command, Command::Actions) {
                 "$node.actions"
             } else {
                 "$node.events"
@@ -318,7 +322,7 @@ async fn dispatch(cli: &Cli, broker: &ServiceBroker) -> Result<(), Failure> {
                     ]
                 })
                 .collect();
-            let first = if matches!(cli.command, Command::Actions) {
+            let first = if matches!(command, Command::Actions) {
                 "Action"
             } else {
                 "Event"
@@ -361,7 +365,7 @@ async fn dispatch(cli: &Cli, broker: &ServiceBroker) -> Result<(), Failure> {
         Command::Emit { event, payload } | Command::Broadcast { event, payload } => {
             let payload = parse_json("the payload", payload)?;
             settle(broker, cli.wait()).await;
-            let sent = if matches!(cli.command, Command::Emit { .. }) {
+            let sent = if matches!(command, Command::Emit { .. }) {
                 broker
                     .emit_with(event, payload, EmitOptions::default())
                     .await
@@ -457,6 +461,7 @@ async fn dispatch(cli: &Cli, broker: &ServiceBroker) -> Result<(), Failure> {
                 print!("{}", report.to_text());
             }
         }
+        Command::Repl => return Err(Failure::usage("the REPL does not nest")),
         Command::Info => {
             settle(broker, cli.wait()).await;
             let options = internal(broker, "$node.options", json!({})).await?;

@@ -12,6 +12,7 @@
 
 mod bench;
 mod commands;
+mod repl;
 mod table;
 
 use std::process::ExitCode;
@@ -58,7 +59,7 @@ pub struct Cli {
 }
 
 /// The commands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// The nodes of the cluster
     Nodes,
@@ -108,6 +109,8 @@ pub enum Command {
     },
     /// What this command joined: namespace, transporter, nodes and services
     Info,
+    /// An interactive shell: these commands, with history and completion of action names
+    Repl,
     /// Calls an action over and over, then prints throughput and latency percentiles
     Bench {
         /// The action

@@ -204,6 +204,42 @@ async fn lists_calls_and_emits_on_a_live_cluster() {
         .sum();
     assert_eq!(counted, report["calls"].as_u64().unwrap());
 
+    // The REPL reads lines from stdin; a failing line does not end it.
+    let script = "call echo.where '{\"r\": 1}' --node seed\ncall echo.fail\nnodes\nexit\n";
+    let repl_args = ["-t", t.as_str(), "--json", "repl"].map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moleculer"))
+            .args(&repl_args)
+            .env_remove("MOL_NODE_ID")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(r#""r":1"#), "the call's answer: {stdout}");
+    assert!(
+        stderr.contains("ECHO_FAILED"),
+        "the failing call's error: {stderr}"
+    );
+    assert!(
+        stdout.contains(r#""id":"other""#),
+        "the node list: {stdout}"
+    );
+
     other.stop().await;
     seed.stop().await;
 }
