@@ -179,8 +179,8 @@ impl Lifecycle {
             let mut handler = self.middlewares.local_event(handler, &info);
             let bulkhead = info.bulkhead.unwrap_or_default().over(&self.bulkhead);
             if bulkhead.is_enabled() {
-                handler = Arc::new(Bulkhead::new(&info.name, self.node_id.clone(), &bulkhead))
-                    .wrap_event(handler);
+                let bulkhead = Arc::new(Bulkhead::new(&info.name, self.node_id.clone(), &bulkhead));
+                handler = behind_bulkhead(bulkhead, handler);
             }
             let target = self.target(&service, None, None, None, None);
             events.insert(info.name.clone(), LocalSubscription { handler, target });
@@ -411,4 +411,16 @@ impl Lifecycle {
         }
         true
     }
+}
+
+/// `handler` behind `bulkhead`; a delivery refused by a full queue is not handled (the caller
+/// logs the error).
+fn behind_bulkhead(
+    bulkhead: Arc<Bulkhead>,
+    handler: moleculer_core::EventHandler,
+) -> moleculer_core::EventHandler {
+    Arc::new(move |ctx: moleculer_core::Context| {
+        let handler = handler.clone();
+        bulkhead.clone().run(move || handler(ctx))
+    })
 }

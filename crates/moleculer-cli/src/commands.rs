@@ -1,6 +1,5 @@
 //! Joining the cluster and running one command there.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use moleculer_broker::ServiceBroker;
@@ -48,17 +47,6 @@ impl Failure {
     }
 }
 
-/// Joins, runs the command, leaves.
-pub async fn run(cli: &Cli) -> Result<(), Failure> {
-    let broker = join(cli).await?;
-    let result = match &cli.command {
-        Command::Repl => crate::repl::run(cli, &broker).await,
-        command => dispatch(cli, command, &broker).await,
-    };
-    broker.stop().await;
-    result
-}
-
 /// The configuration with the flags laid over it, and this run's own node id.
 fn environment(cli: &Cli) -> Vec<(String, String)> {
     let mut overrides: Vec<(&str, Option<&String>)> = vec![
@@ -80,17 +68,9 @@ fn environment(cli: &Cli) -> Vec<(String, String)> {
     env
 }
 
-async fn join(cli: &Cli) -> Result<ServiceBroker, Failure> {
-    let config = match &cli.config {
-        Some(path) if !path.exists() => {
-            return Err(Failure::usage(format!(
-                "the config file {} does not exist",
-                path.display()
-            )))
-        }
-        Some(path) => path.clone(),
-        None => PathBuf::from("moleculer.toml"),
-    };
+/// Builds and starts this run's broker, and waits until its transporter is connected.
+pub async fn join(cli: &Cli) -> Result<ServiceBroker, Failure> {
+    let config = moleculer_runner::config_file(cli.config.as_deref()).map_err(Failure::usage)?;
     let options = moleculer_runner::load_options(Some(&config), environment(cli))
         .map_err(|e| Failure::usage(e.to_string()))?;
     let Some(transporter) = options.transporter.clone() else {

@@ -136,6 +136,17 @@ impl Cli {
     }
 }
 
+/// Joins, runs the command (or the REPL), leaves.
+async fn run(cli: &Cli) -> Result<(), commands::Failure> {
+    let broker = commands::join(cli).await?;
+    let result = match &cli.command {
+        Command::Repl => repl::run(cli, &broker).await,
+        command => commands::dispatch(cli, command, &broker).await,
+    };
+    broker.stop().await;
+    result
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -149,7 +160,7 @@ async fn main() -> ExitCode {
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
         .try_init();
-    match commands::run(&cli).await {
+    match run(&cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("{}", failure.message);

@@ -10,10 +10,8 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::context::Context;
 use crate::error::{MoleculerError, Result};
 use crate::fault_tolerance::BulkheadOptions;
-use crate::middleware::EventHandler;
 use crate::node_id::NodeId;
 
 /// The slots and the queue of one action or event handler.
@@ -173,15 +171,6 @@ impl Bulkhead {
                 work().await
             }),
         }
-    }
-
-    /// `handler` behind this bulkhead; a delivery refused by a full queue is not handled (the
-    /// caller logs the error).
-    pub fn wrap_event(self: Arc<Self>, handler: EventHandler) -> EventHandler {
-        Arc::new(move |ctx: Context| {
-            let handler = handler.clone();
-            self.run(move || handler(ctx))
-        })
     }
 }
 

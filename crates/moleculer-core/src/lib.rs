@@ -8,6 +8,7 @@
 //! later a transporter or a discoverer): it does not depend on the broker.
 
 pub mod bulkhead;
+pub mod call_options;
 pub mod context;
 pub mod discoverer;
 pub mod endpoint_breaker;

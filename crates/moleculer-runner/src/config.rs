@@ -83,6 +83,18 @@ fn env_value(key: &str, raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
 }
 
+/// The config file to read: `explicit` (which must exist), else `moleculer.toml` in the working
+/// directory (read only if it exists). The error is a sentence naming the missing file.
+pub fn config_file(explicit: Option<&Path>) -> Result<std::path::PathBuf, String> {
+    match explicit {
+        Some(path) if !path.exists() => {
+            Err(format!("the config file {} does not exist", path.display()))
+        }
+        Some(path) => Ok(path.to_path_buf()),
+        None => Ok("moleculer.toml".into()),
+    }
+}
+
 /// Reads `path` (if it exists) and applies `env` overrides (pass `std::env::vars()`).
 pub fn load_options(
     path: Option<&Path>,

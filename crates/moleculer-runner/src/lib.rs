@@ -17,5 +17,5 @@ mod runner;
 mod supervisor;
 
 pub use backends::builder_for;
-pub use config::{load_options, ConfigError};
+pub use config::{config_file, load_options, ConfigError};
 pub use runner::{Runner, RunnerArgs};

@@ -22,7 +22,7 @@ use moleculer_broker::{BrokerError, Service, ServiceBroker, ServiceBrokerBuilder
 use moleculer_core::Middleware;
 
 use crate::supervisor::{supervise, worker_name, Outcome, Plan, READY_FILE_VAR, WORKER_VAR};
-use crate::{builder_for, load_options, ConfigError};
+use crate::{builder_for, config_file, load_options, ConfigError};
 
 /// The runner's command line.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
@@ -180,16 +180,7 @@ impl Runner {
 
     async fn serve(self, args: &RunnerArgs, env: Vec<(String, String)>) -> Result<(), Failure> {
         let env = with_env_file(env, args.env_file.as_deref())?;
-        let config = match &args.config {
-            Some(path) if !path.exists() => {
-                return Err(Failure::usage(format!(
-                    "the config file {} does not exist",
-                    path.display()
-                )));
-            }
-            Some(path) => path.clone(),
-            None => PathBuf::from("moleculer.toml"),
-        };
+        let config = config_file(args.config.as_deref()).map_err(Failure::usage)?;
         let worker = env.iter().any(|(k, _)| k == WORKER_VAR);
         let ready_file = env
             .iter()

@@ -10,7 +10,6 @@
 //!   answer them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,13 +53,13 @@ impl GossipDiscoverer {
 }
 
 /// The gossip state machine, owned by the timers and the packet handler alike.
-struct Gossip {
-    state: Arc<PeerState>,
-    link: Arc<dyn DiscoveryLink>,
+pub(crate) struct Gossip {
+    pub(crate) state: Arc<PeerState>,
+    pub(crate) link: Arc<dyn DiscoveryLink>,
 }
 
 impl Gossip {
-    fn ver(&self) -> String {
+    pub(crate) fn ver(&self) -> String {
         self.link.protocol_version().as_str().to_owned()
     }
 
@@ -102,7 +101,7 @@ impl Gossip {
         })
     }
 
-    fn info_row(&self, n: &NodeDigest, at_least_seq: u64) -> Vec<Value> {
+    pub(crate) fn info_row(&self, n: &NodeDigest, at_least_seq: u64) -> Vec<Value> {
         let info = if n.local {
             Some(self.local_info(at_least_seq))
         } else {
@@ -359,81 +358,6 @@ impl Gossip {
         if let Some(seq) = told_offline {
             self.rejoin(&res.sender, seq).await;
         }
-    }
-
-    /// Where a node listens according to its INFO (first `ipList` entry, then its host name).
-    fn listens(info: &NodeInfo) -> Option<SocketAddr> {
-        let port = info.port.filter(|p| *p > 0)?;
-        let host = info.ip_list.first().unwrap_or(&info.hostname);
-        Some(SocketAddr::new(host.parse().ok()?, port))
-    }
-
-    /// Whether `info`, a new instance of the online node `id` speaking for itself, comes from a
-    /// second process rather than a restart: our connection to the node's known address is
-    /// still open (a process that ended would have closed it), and the newcomer listens
-    /// elsewhere. The live address, if so.
-    fn duplicate_of(&self, id: &NodeId, info: &NodeInfo) -> Option<SocketAddr> {
-        let live = self.state.live_address(id)?;
-        let claimed = Self::listens(info)?;
-        (claimed != live).then_some(live)
-    }
-
-    /// Keeps the live node and tells the newcomer, on a connection of its own (it cannot be
-    /// reached by node id: that id routes to the live node), which node holds its id.
-    async fn refuse_duplicate(&self, id: &NodeId, live: SocketAddr, info: &NodeInfo) {
-        let Some(claimed) = Self::listens(info) else {
-            return;
-        };
-        tracing::warn!(
-            node = %id,
-            "a second process (instance {}, at {claimed}) claims node id '{id}', which the live node at {live} holds: it is refused",
-            info.instance_id
-        );
-        let nodes = self.link.nodes();
-        let Some(held) = nodes.iter().find(|n| n.id == *id && n.available) else {
-            return;
-        };
-        let mut online = BTreeMap::new();
-        online.insert(id.to_string(), self.info_row(held, 0));
-        let packet = Packet::GossipResponse(GossipResponsePacket {
-            online: Some(online),
-            offline: None,
-            ver: self.ver(),
-            sender: self.link.node_id().clone(),
-        });
-        crate::transporter::send_once(&self.state, claimed, &packet).await;
-    }
-
-    /// A row about ourselves from a peer: normally nothing to learn. But an INFO of another
-    /// instance listening elsewhere means that peer holds our id for a live process that is not
-    /// us (it says so only after checking, see [`Gossip::refuse_duplicate`]).
-    fn own_row(&self, sender: &NodeId, row: &[Value]) {
-        let Some(Ok(info)) = row
-            .first()
-            .filter(|v| v.is_object())
-            .map(|v| serde_json::from_value::<NodeInfo>(v.clone()))
-        else {
-            return;
-        };
-        if info.instance_id == self.link.instance_id() {
-            return;
-        }
-        let ours = SocketAddr::new(
-            self.state
-                .opts
-                .host
-                .parse()
-                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
-            self.state.port(),
-        );
-        let Some(theirs) = Self::listens(&info).filter(|a| *a != ours) else {
-            return;
-        };
-        tracing::debug!(peer = %sender, "a peer holds our node id for instance {} at {theirs}", info.instance_id);
-        self.link.report(DiscoveryEvent::NodeIdTaken {
-            instance_id: info.instance_id,
-            address: theirs.to_string(),
-        });
     }
 
     /// A peer that holds us as gone at `seq` gets our INFO above it.

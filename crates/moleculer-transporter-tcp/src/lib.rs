@@ -15,6 +15,7 @@
 //! ```
 
 mod discoverer;
+mod duplicate_id;
 pub mod frame;
 mod inbound;
 mod options;

@@ -11,6 +11,7 @@ use moleculer_core::serializer::Serializer;
 use moleculer_core::transporter::IncomingSink;
 use moleculer_core::NodeId;
 use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -179,6 +180,31 @@ impl PeerState {
             .get(node)
             .is_some_and(|w| !w.frames.is_closed());
         open.then(|| self.address_of(node)).flatten()
+    }
+
+    /// Opens a connection to `addr` just to deliver `packet` (HELLO first, as always), then
+    /// closes it: for a process we cannot reach by node id, because a live node holds that id.
+    pub async fn send_once(&self, addr: SocketAddr, packet: &Packet) {
+        let Some(conn) = self.connection() else {
+            return;
+        };
+        let frames = self.hello_frame(&conn).and_then(|mut hello| {
+            let payload = conn.serializer.encode(packet).ok()?;
+            hello.extend(crate::frame::encode(packet.kind(), &payload)?);
+            Some(hello)
+        });
+        let Some(frames) = frames else { return };
+        let sent = async {
+            let mut socket = tokio::net::TcpStream::connect(addr).await?;
+            socket.write_all(&frames).await?;
+            socket.shutdown().await
+        };
+        if let Err(err) = tokio::time::timeout(std::time::Duration::from_secs(5), sent)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        {
+            tracing::debug!(%addr, "cannot deliver a {}: {err}", packet.kind());
+        }
     }
 
     /// Where `node` listens, if known.

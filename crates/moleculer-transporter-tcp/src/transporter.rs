@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_core::protocol::{Packet, PacketType};
+use moleculer_core::protocol::PacketType;
 use moleculer_core::transporter::{Outgoing, Transporter, TransporterError, TransporterSetup};
 use moleculer_core::NodeId;
 use parking_lot::Mutex;
@@ -201,31 +201,6 @@ async fn listen(bind: &str) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-/// Opens a connection to `addr` just to deliver `packet` (HELLO first, as always), then closes
-/// it: for a process we cannot reach by node id, because a live node holds that id.
-pub(crate) async fn send_once(state: &PeerState, addr: SocketAddr, packet: &Packet) {
-    let Some(conn) = state.connection() else {
-        return;
-    };
-    let frames = state.hello_frame(&conn).and_then(|mut hello| {
-        let payload = conn.serializer.encode(packet).ok()?;
-        hello.extend(frame::encode(packet.kind(), &payload)?);
-        Some(hello)
-    });
-    let Some(frames) = frames else { return };
-    let sent = async {
-        let mut socket = TcpStream::connect(addr).await?;
-        socket.write_all(&frames).await?;
-        socket.shutdown().await
-    };
-    if let Err(err) = tokio::time::timeout(Duration::from_secs(5), sent)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-    {
-        tracing::debug!(%addr, "cannot deliver a {}: {err}", packet.kind());
-    }
 }
 
 /// Moleculer's TCP transporter. Pair it with [`TcpTransporter::discoverer`], which runs the
