@@ -16,14 +16,14 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             message: format!("error: {}", message.into()),
             code: 2,
         }
     }
 
-    fn failed(message: impl Into<String>) -> Self {
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
         Self {
             message: format!("error: {}", message.into()),
             code: 1,
@@ -442,6 +442,7 @@ pub async fn dispatch(cli: &Cli, command: &Command, broker: &ServiceBroker) -> R
             }
         }
         Command::Repl => return Err(Failure::usage("the REPL does not nest")),
+        Command::Pm { .. } => return Err(Failure::usage("pm runs on its own, not from the REPL")),
         Command::Info => {
             settle(broker, cli.wait()).await;
             let options = internal(broker, "$node.options", json!({})).await?;

@@ -12,6 +12,7 @@
 
 mod bench;
 mod commands;
+mod pm;
 mod repl;
 mod table;
 
@@ -111,6 +112,14 @@ pub enum Command {
     Info,
     /// An interactive shell: these commands, with history and completion of action names
     Repl,
+    /// The workers of a supervisor on this machine (`--instances`), by its node id
+    Pm {
+        /// The supervisor's node id (its workers are <nodeID>-worker-<n>)
+        node: String,
+        /// What to do
+        #[command(subcommand)]
+        action: PmAction,
+    },
     /// Calls an action over and over, then prints throughput and latency percentiles
     Bench {
         /// The action
@@ -130,6 +139,33 @@ pub enum Command {
     },
 }
 
+/// What to do with a supervisor's workers.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PmAction {
+    /// Each worker: pid, status, uptime, restarts, CPU and memory
+    List,
+    /// Restarts a worker (name or number) or all
+    Restart {
+        /// A worker name or number, or `all`
+        target: String,
+    },
+    /// Stops a worker (it is not restarted) or all
+    Stop {
+        /// A worker name or number, or `all`
+        target: String,
+    },
+    /// Starts workers stopped with `stop`
+    Start {
+        /// A worker name or number, or `all`
+        target: String,
+    },
+    /// Runs this many workers
+    Scale {
+        /// How many
+        size: u64,
+    },
+}
+
 impl Cli {
     fn wait(&self) -> Duration {
         Duration::from_millis(self.wait_ms.max(1))
@@ -138,6 +174,10 @@ impl Cli {
 
 /// Joins, runs the command (or the REPL), leaves.
 async fn run(cli: &Cli) -> Result<(), commands::Failure> {
+    if let Command::Pm { node, action } = &cli.command {
+        // The supervisor is on this machine: no need to join the cluster.
+        return pm::run(cli, node, action).await;
+    }
     let broker = commands::join(cli).await?;
     let result = match &cli.command {
         Command::Repl => repl::run(cli, &broker).await,

@@ -13,9 +13,11 @@
 
 mod backends;
 mod config;
+mod control;
 mod runner;
 mod supervisor;
 
 pub use backends::builder_for;
 pub use config::{config_file, load_options, ConfigError};
+pub use control::control_socket;
 pub use runner::{Runner, RunnerArgs};

@@ -7,14 +7,17 @@
 //! each new one started only after the old one stopped gracefully, and the next one only after
 //! the new one is up (it says so through a ready file), so callers lose no call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use serde_json::{json, Value};
 use tokio::process::{Child, Command};
+
+use crate::control::{control_socket, listen, usage};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -118,10 +121,16 @@ pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
     let mut int = watch(SignalKind::interrupt())?;
     let mut hup = watch(SignalKind::hangup())?;
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let (requests_tx, mut requests) = mpsc::unbounded_channel();
+    let socket = control_socket(&plan.base);
+    if let Err(err) = listen(&socket, requests_tx) {
+        tracing::warn!("no control socket at {}: {err}", socket.display());
+    }
     let mut workers: BTreeMap<usize, Worker> = BTreeMap::new();
     for n in 1..=plan.instances {
         workers.insert(n, spawn(&plan, n, &exits_tx)?);
     }
+    let mut manager = Manager::default();
     // Workers waiting for their restart: number -> (when, failures so far).
     let mut pending: BTreeMap<usize, (Instant, u32)> = BTreeMap::new();
     loop {
@@ -129,6 +138,10 @@ pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(request) = requests.recv() => {
+                let answer = manager.handle(&request.command, &plan, &mut workers, &mut pending, &exits_tx);
+                let _ = request.reply.send(answer);
+            }
             _ = hup.recv() => {
                 if let Err(why) = reload(&plan, &mut workers, &mut exits, &exits_tx).await {
                     tracing::error!("reload stopped: {why}");
@@ -139,6 +152,16 @@ pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
                 let failures = if worker.started.elapsed() >= STABLE_AFTER { 1 } else { worker.failures + 1 };
                 let name = worker.name.clone();
                 workers.remove(&n);
+                if manager.stopped.contains(&n) {
+                    tracing::info!(worker = %name, "worker stopped on request ({})", describe(status));
+                    continue;
+                }
+                if manager.restarting.remove(&n) {
+                    *manager.restarts.entry(n).or_default() += 1;
+                    workers.insert(n, spawn(&plan, n, &exits_tx)?);
+                    continue;
+                }
+                *manager.restarts.entry(n).or_default() += 1;
                 if failures >= FLAP_LIMIT {
                     let why = format!(
                         "worker {name} exited {failures} times in a row within {} s of starting (last: {}); stopping the group",
@@ -165,10 +188,154 @@ pub(crate) async fn supervise(plan: Plan) -> std::io::Result<Outcome> {
         }
     }
     let clean = stop_all(&mut workers, &mut exits).await;
-    for n in 1..=plan.instances {
+    for n in 1..=plan.instances.max(manager.highest) {
         let _ = std::fs::remove_file(ready_file(n));
     }
+    let _ = std::fs::remove_file(&socket);
     Ok(Outcome::Stopped { clean })
+}
+
+/// What the control socket changed: workers stopped or being restarted on request, restart
+/// counts, the size of the group.
+#[derive(Default)]
+struct Manager {
+    stopped: BTreeSet<usize>,
+    restarting: BTreeSet<usize>,
+    restarts: BTreeMap<usize, u32>,
+    /// Highest worker number ever run (for cleanup after a scale-down).
+    highest: usize,
+}
+
+impl Manager {
+    /// Answers one control request.
+    fn handle(
+        &mut self,
+        command: &Value,
+        plan: &Plan,
+        workers: &mut BTreeMap<usize, Worker>,
+        pending: &mut BTreeMap<usize, (Instant, u32)>,
+        exits: &mpsc::UnboundedSender<(usize, u32, ExitStatus)>,
+    ) -> Value {
+        let numbers = |target: &str, all: Vec<usize>| -> Vec<usize> {
+            if target == "all" {
+                return all;
+            }
+            all.into_iter()
+                .filter(|n| worker_name(&plan.base, *n) == target || n.to_string() == target)
+                .collect()
+        };
+        let known: Vec<usize> = workers
+            .keys()
+            .chain(pending.keys())
+            .chain(self.stopped.iter())
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let target = command["target"].as_str().unwrap_or("all");
+        match command["cmd"].as_str().unwrap_or("") {
+            "list" => Value::from(
+                known
+                    .iter()
+                    .map(|n| {
+                        self.describe_worker(plan, *n, workers.get(n), pending.contains_key(n))
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            "restart" | "stop" => {
+                let chosen = numbers(target, known);
+                if chosen.is_empty() {
+                    return json!({ "error": format!("no worker '{target}'") });
+                }
+                let stop = command["cmd"] == "stop";
+                for n in &chosen {
+                    if stop {
+                        self.stopped.insert(*n);
+                        pending.remove(n);
+                    } else {
+                        self.restarting.insert(*n);
+                    }
+                    if let Some(worker) = workers.get(n) {
+                        signal(worker.pid, Signal::SIGTERM);
+                    } else if !stop && !self.stopped.contains(n) {
+                        self.restarting.remove(n);
+                    }
+                }
+                json!({ "ok": chosen.iter().map(|n| worker_name(&plan.base, *n)).collect::<Vec<_>>() })
+            }
+            "start" => {
+                let chosen = numbers(target, self.stopped.iter().copied().collect());
+                let mut started = Vec::new();
+                for n in chosen {
+                    self.stopped.remove(&n);
+                    if let Ok(worker) = spawn(plan, n, exits) {
+                        started.push(worker.name.clone());
+                        workers.insert(n, worker);
+                    }
+                }
+                json!({ "ok": started })
+            }
+            "scale" => {
+                let Some(size) = command["size"]
+                    .as_u64()
+                    .filter(|s| *s >= 1)
+                    .map(|s| s as usize)
+                else {
+                    return json!({ "error": "scale needs a size of at least 1" });
+                };
+                let mut changed = Vec::new();
+                for n in 1..=size.max(self.highest).max(plan.instances) {
+                    let running = workers.contains_key(&n) || pending.contains_key(&n);
+                    if n <= size && !running {
+                        self.stopped.remove(&n);
+                        if let Ok(worker) = spawn(plan, n, exits) {
+                            changed.push(format!("started {}", worker.name));
+                            workers.insert(n, worker);
+                        }
+                    } else if n > size && running {
+                        self.stopped.insert(n);
+                        pending.remove(&n);
+                        if let Some(worker) = workers.get(&n) {
+                            signal(worker.pid, Signal::SIGTERM);
+                        }
+                        changed.push(format!("stopped {}", worker_name(&plan.base, n)));
+                    }
+                }
+                self.highest = self.highest.max(size);
+                json!({ "ok": changed })
+            }
+            other => {
+                json!({ "error": format!("unknown command '{other}' (list, restart, stop, start, scale)") })
+            }
+        }
+    }
+
+    fn describe_worker(
+        &self,
+        plan: &Plan,
+        n: usize,
+        worker: Option<&Worker>,
+        waiting: bool,
+    ) -> Value {
+        let name = worker_name(&plan.base, n);
+        let restarts = self.restarts.get(&n).copied().unwrap_or(0);
+        match worker {
+            Some(w) => {
+                let uptime = w.started.elapsed().as_secs_f64();
+                let (cpu_s, rss_kib) = usage(w.pid).unwrap_or((0.0, 0));
+                json!({
+                    "worker": name, "pid": w.pid, "status": "online", "uptimeSeconds": uptime,
+                    "restarts": restarts, "cpuPercent": 100.0 * cpu_s / uptime.max(0.001),
+                    "memoryKiB": rss_kib,
+                })
+            }
+            None => json!({
+                "worker": name, "pid": null,
+                "status": if waiting { "restarting" } else { "stopped" },
+                "uptimeSeconds": 0, "restarts": restarts, "cpuPercent": 0, "memoryKiB": 0,
+            }),
+        }
+    }
 }
 
 /// Replaces every running worker, one at a time: stop it gracefully, start it again, wait

@@ -261,3 +261,94 @@ async fn sighup_replaces_the_workers_one_by_one_and_no_call_fails() {
     );
     caller.stop().await;
 }
+
+/// One request to a supervisor's control socket, and its answer.
+async fn control(base: &str, request: serde_json::Value) -> serde_json::Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let path = moleculer::runner::control_socket(base);
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(format!("{request}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await.unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// (status, restarts, pid) of worker `n` in a `list` answer.
+fn worker_status(list: &serde_json::Value, n: usize) -> (String, u64, Option<u64>) {
+    let w = &list[n - 1];
+    (
+        w["status"].as_str().unwrap().to_owned(),
+        w["restarts"].as_u64().unwrap(),
+        w["pid"].as_u64(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_lists_restarts_stops_starts_and_scales_workers() {
+    let base = format!("pm{}", std::process::id());
+    let mut supervisor = demo()
+        .env("MOL_TRANSPORTER", "TCP")
+        .env("MOL_NODE_ID", &base)
+        .args(["--instances", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = moleculer::runner::control_socket(&base);
+    support::wait(Duration::from_secs(10), || socket.exists())
+        .await
+        .expect("the control socket appears");
+    let list = control(&base, serde_json::json!({"cmd": "list"})).await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list[0]["worker"], format!("{base}-worker-1"));
+    let (state, _, first_pid) = worker_status(&list, 1);
+    assert_eq!(state, "online");
+    assert!(list[0]["memoryKiB"].as_u64().unwrap() > 0, "{list}");
+
+    control(&base, serde_json::json!({"cmd": "restart", "target": "1"})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = control(&base, serde_json::json!({"cmd": "list"})).await;
+        let (state, restarts, pid) = worker_status(&list, 1);
+        if state == "online" && restarts == 1 && pid != first_pid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker 1 was not restarted: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let answer = control(
+        &base,
+        serde_json::json!({"cmd": "stop", "target": format!("{base}-worker-2")}),
+    )
+    .await;
+    assert_eq!(answer["ok"][0], format!("{base}-worker-2"), "{answer}");
+    let scaled = control(&base, serde_json::json!({"cmd": "scale", "size": 3})).await;
+    assert!(scaled["ok"].to_string().contains("worker-3"), "{scaled}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = control(&base, serde_json::json!({"cmd": "list"})).await;
+    assert_eq!(worker_status(&list, 2).0, "stopped", "{list}");
+    assert_eq!(worker_status(&list, 3).0, "online", "{list}");
+    let bad = control(&base, serde_json::json!({"cmd": "explode"})).await;
+    assert!(bad["error"].as_str().unwrap().contains("explode"), "{bad}");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &supervisor.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        exit_within(&mut supervisor, Duration::from_secs(20))
+            .await
+            .code(),
+        Some(0)
+    );
+    assert!(!socket.exists(), "the socket is removed at exit");
+}
