@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::discoverer::{DiscoveryEvent, DiscoveryLink};
 use crate::node_id::NodeId;
+use crate::protocol::HeartbeatPacket;
 
 /// When each node last sent a heartbeat over the transporter.
 #[derive(Debug, Default)]
@@ -23,11 +24,19 @@ pub struct OutageHold {
 }
 
 impl OutageHold {
-    /// A node's heartbeat came over the transporter.
-    pub fn transporter_beat(&self, node: &NodeId) {
+    /// A heartbeat came over the transporter: it counts, and that node is judged by such
+    /// heartbeats from now on.
+    pub fn transporter_heartbeat(&self, link: &dyn DiscoveryLink, beat: HeartbeatPacket) {
         self.transporter_beats
             .lock()
-            .insert(node.clone(), Instant::now());
+            .insert(beat.sender.clone(), Instant::now());
+        link.report(DiscoveryEvent::Heartbeat {
+            sender: beat.sender,
+            cpu: beat.cpu,
+            cpu_seq: None,
+            seq: beat.seq,
+            instance_id: beat.instance_id,
+        });
     }
 
     /// Called every heartbeat interval while the store is unreachable: every online remote

@@ -525,16 +525,7 @@ impl Discoverer for Etcd3Discoverer {
                 sender: p.sender,
                 info: p.info,
             }),
-            Packet::Heartbeat(p) => {
-                state.hold.transporter_beat(&p.sender);
-                state.link.report(DiscoveryEvent::Heartbeat {
-                    sender: p.sender,
-                    cpu: p.cpu,
-                    cpu_seq: None,
-                    seq: p.seq,
-                    instance_id: p.instance_id,
-                });
-            }
+            Packet::Heartbeat(p) => state.hold.transporter_heartbeat(&*state.link, p),
             Packet::Disconnect(p) => state.link.report(DiscoveryEvent::Disconnected {
                 node: p.sender,
                 unexpected: false,

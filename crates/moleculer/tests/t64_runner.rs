@@ -104,6 +104,18 @@ async fn sigterm_stops_the_node_gracefully_and_exits_0() {
     caller.stop().await;
 }
 
+/// The demo node as a supervisor of `instances` workers named `<base>-worker-<n>`.
+fn supervisor(base: &str, instances: usize, env: &[(String, String)]) -> std::process::Child {
+    demo()
+        .envs(env.iter().cloned())
+        .env("MOL_NODE_ID", base)
+        .args(["--instances", &instances.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The supervisor's live children.
 fn children(pid: u32) -> Vec<u32> {
     let out = Command::new("pgrep")
@@ -127,14 +139,7 @@ fn alive(pid: u32) -> bool {
 async fn instances_run_named_workers_restart_a_killed_one_and_all_stop_on_sigterm() {
     // Only the caller is listed: the workers join through it on ports of their own.
     let env = common_env(&tcp_urls(&["caller"]));
-    let mut supervisor = demo()
-        .envs(env.iter().cloned())
-        .env("MOL_NODE_ID", "demo")
-        .args(["--instances", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut supervisor = supervisor("demo", 2, &env);
     let caller = local_broker("caller", &env).await;
     for worker in ["demo-worker-1", "demo-worker-2"] {
         serving(&caller, worker, Duration::from_secs(20))
@@ -205,14 +210,7 @@ fn a_worker_that_keeps_dying_stops_the_group_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_replaces_the_workers_one_by_one_and_no_call_fails() {
     let env = common_env(&tcp_urls(&["caller"]));
-    let mut supervisor = demo()
-        .envs(env.iter().cloned())
-        .env("MOL_NODE_ID", "rolling")
-        .args(["--instances", "3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut supervisor = supervisor("rolling", 3, &env);
     let caller = local_broker("caller", &env).await;
     for worker in ["rolling-worker-1", "rolling-worker-2", "rolling-worker-3"] {
         serving(&caller, worker, Duration::from_secs(20))
@@ -290,14 +288,7 @@ fn worker_status(list: &serde_json::Value, n: usize) -> (String, u64, Option<u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_socket_lists_restarts_stops_starts_and_scales_workers() {
     let base = format!("pm{}", std::process::id());
-    let mut supervisor = demo()
-        .env("MOL_TRANSPORTER", "TCP")
-        .env("MOL_NODE_ID", &base)
-        .args(["--instances", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut supervisor = supervisor(&base, 2, &[("MOL_TRANSPORTER".into(), "TCP".into())]);
     let socket = moleculer::runner::control_socket(&base);
     support::wait(Duration::from_secs(10), || socket.exists())
         .await
