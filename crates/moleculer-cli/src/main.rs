@@ -13,6 +13,8 @@
 mod bench;
 mod commands;
 mod pm;
+mod pm_logs;
+mod pm_monit;
 mod repl;
 mod table;
 
@@ -144,6 +146,35 @@ pub enum Command {
 pub enum PmAction {
     /// Each worker: pid, status, uptime, restarts, CPU and memory
     List,
+    /// Everything known of a worker: pid, status, start time, restarts, last exit, CPU,
+    /// memory, calls served, log file and command line
+    Describe {
+        /// A worker name or number, or `all`
+        target: String,
+    },
+    /// Replaces the workers one at a time, each only after the previous one serves (SIGHUP)
+    Reload,
+    /// Prints the last lines of a worker's log (or of every worker's), then follows it
+    Logs {
+        /// A worker name or number [default: all]
+        #[arg(default_value = "all")]
+        target: String,
+        /// How many lines to print from the end of each log
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing lines as the workers write them (until Ctrl-C)
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// A live view of each worker's CPU, memory and calls per second (until Ctrl-C)
+    Monit {
+        /// Seconds between refreshes
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Restarts a worker (name or number) or all
     Restart {
         /// A worker name or number, or `all`
@@ -206,5 +237,18 @@ async fn main() -> ExitCode {
             eprintln!("{}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Clap checks (in debug builds) that no two flags share a name; a clash would make
+        // every run of the command panic.
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

@@ -1,19 +1,14 @@
 //! The `moleculer` command against a live cluster on 127.0.0.1: two in-process nodes over TCP,
 //! the command run as a real process joining through the listed seed.
 
-use std::process::{Command, Output};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use moleculer_broker::ServiceBroker;
 use moleculer_test::services::{Echo, Listener, Recorder};
-use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
+use std::process::Command;
+use support::{free_port, moleculer, stdout_json};
 
 /// A node with `Echo` and a `user.*` listener (recording into `heard`), on the cluster `urls`
 /// names.
@@ -38,31 +33,6 @@ async fn node(id: &str, urls: &str, heard: &Recorder) -> ServiceBroker {
         .unwrap();
     broker.start().await.unwrap();
     broker
-}
-
-/// Runs the command (off the async runtime) and returns its output.
-async fn moleculer(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_moleculer"))
-            .args(&args)
-            .env_remove("MOL_NODE_ID")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

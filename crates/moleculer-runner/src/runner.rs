@@ -21,8 +21,17 @@ use clap::Parser;
 use moleculer_broker::{BrokerError, Service, ServiceBroker, ServiceBrokerBuilder};
 use moleculer_core::Middleware;
 
-use crate::supervisor::{supervise, worker_name, Outcome, Plan, READY_FILE_VAR, WORKER_VAR};
+use crate::supervisor::{supervise, Outcome};
+use crate::worker::{worker_name, Plan, READY_FILE_VAR, WORKER_VAR};
+use crate::worker_logs::{parse_size, LogPolicy};
+use crate::worker_status::{self, CallCounter};
 use crate::{builder_for, config_file, load_options, ConfigError};
+
+/// The variable naming a file the node rewrites every second while it runs (its node id,
+/// whether its transporter is connected, calls served), for `--healthcheck`.
+pub const HEALTH_FILE_VAR: &str = "MOLECULER_HEALTH_FILE";
+/// A status older than this is a node that hangs or is gone.
+const HEALTHY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The runner's command line.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
@@ -44,6 +53,17 @@ pub struct RunnerArgs {
     /// restarted when they die
     #[arg(short = 'i', long, value_name = "N|max", value_parser = parse_instances)]
     pub instances: Option<usize>,
+    /// With --instances: the folder of the workers' log files (<worker>.log)
+    /// [default: <tmp>/moleculer-<nodeID>-logs]
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// With --instances: a worker's log file is rotated at this size (three old files kept)
+    #[arg(long, value_name = "SIZE", default_value = "10M", value_parser = parse_size)]
+    pub log_max_size: u64,
+    /// Checks the status file named by MOLECULER_HEALTH_FILE: exit 0 when the node wrote it
+    /// in the last 10 s with its transporter connected, else 1 (a container's HEALTHCHECK)
+    #[arg(long)]
+    pub healthcheck: bool,
 }
 
 /// `N` (at least 1) or `max` (one per CPU).
@@ -180,21 +200,42 @@ impl Runner {
 
     async fn serve(self, args: &RunnerArgs, env: Vec<(String, String)>) -> Result<(), Failure> {
         let env = with_env_file(env, args.env_file.as_deref())?;
+        let var = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| PathBuf::from(v))
+        };
+        if args.healthcheck {
+            return healthcheck(var(HEALTH_FILE_VAR));
+        }
         let config = config_file(args.config.as_deref()).map_err(Failure::usage)?;
         let worker = env.iter().any(|(k, _)| k == WORKER_VAR);
-        let ready_file = env
-            .iter()
-            .find(|(k, _)| k == READY_FILE_VAR)
-            .map(|(_, v)| PathBuf::from(v));
+        // A worker's ready file doubles as its status file; a lone node writes one on request.
+        let status_file = var(READY_FILE_VAR).or_else(|| var(HEALTH_FILE_VAR));
         let options = load_options(Some(&config), env)?;
-        if !args.silent {
+        // A worker always logs: its output goes to its log file, and the supervisor alone
+        // decides (by its own --silent) whether it also reaches the terminal.
+        if !args.silent || worker {
             init_logging(&self.log_level);
         }
         if let Some(instances) = args.instances.filter(|_| !worker) {
             let base = options.node_id.clone().unwrap_or_else(host_name);
-            return supervise_group(base, instances).await;
+            let logs = LogPolicy {
+                dir: args
+                    .log_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join(format!("moleculer-{base}-logs"))),
+                max_bytes: args.log_max_size,
+                keep: 3,
+                echo: !args.silent,
+            };
+            return supervise_group(base, instances, logs).await;
         }
         let mut builder = builder_for(&options)?;
+        let counter = CallCounter::default();
+        if status_file.is_some() {
+            builder = builder.middleware(counter.clone());
+        }
         for build in self.builds {
             builder = build(builder);
         }
@@ -214,11 +255,12 @@ impl Runner {
             .await
             .map_err(|e| Failure::runtime(e.to_string()))?;
         tracing::info!(node = %broker.node_id(), transporter = options.transporter.as_deref().unwrap_or("none"), "{} ready", self.name);
-        if let Some(file) = ready_file {
-            // The supervisor waits for this before it replaces the next worker.
-            if let Err(err) = std::fs::write(&file, broker.node_id().as_str()) {
-                tracing::warn!("cannot write the ready file {}: {err}", file.display());
-            }
+        if let Some(file) = status_file {
+            // A supervisor waits for this before it replaces the next worker.
+            let connected = broker.clone();
+            worker_status::report(file, broker.node_id().to_string(), counter, move || {
+                connected.is_connected()
+            });
         }
         stop.await;
         tracing::info!(node = %broker.node_id(), "stopping");
@@ -228,16 +270,18 @@ impl Runner {
 }
 
 /// Runs the group of workers; the supervisor itself joins no cluster.
-async fn supervise_group(base: String, instances: usize) -> Result<(), Failure> {
+async fn supervise_group(base: String, instances: usize, logs: LogPolicy) -> Result<(), Failure> {
     tracing::info!(
-        "supervising {instances} workers: {} ... {}",
+        "supervising {instances} workers: {} ... {} (logs in {})",
         worker_name(&base, 1),
-        worker_name(&base, instances)
+        worker_name(&base, instances),
+        logs.dir.display()
     );
     let plan = Plan {
         base,
         instances,
         args: std::env::args_os().skip(1).collect(),
+        logs,
     };
     match supervise(plan).await {
         Ok(Outcome::Stopped { clean: true }) => Ok(()),
@@ -247,6 +291,40 @@ async fn supervise_group(base: String, instances: usize) -> Result<(), Failure> 
         Ok(Outcome::Flapping(why)) => Err(Failure::runtime(why)),
         Err(err) => Err(Failure::runtime(format!("cannot run the workers: {err}"))),
     }
+}
+
+/// `--healthcheck`: whether the node's status file is fresh and says it is connected.
+fn healthcheck(file: Option<PathBuf>) -> Result<(), Failure> {
+    let file = file.ok_or_else(|| {
+        Failure::usage(format!(
+            "--healthcheck needs {HEALTH_FILE_VAR}, the file the node writes"
+        ))
+    })?;
+    let age = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .map_err(|e| Failure::runtime(format!("no status in {}: {e}", file.display())))?
+        .elapsed()
+        .unwrap_or_default();
+    if age > HEALTHY_WITHIN {
+        return Err(Failure::runtime(format!(
+            "the node last wrote {} {} s ago: it hangs or is gone",
+            file.display(),
+            age.as_secs()
+        )));
+    }
+    let status = worker_status::read(&file)
+        .ok_or_else(|| Failure::runtime(format!("{} is not a status file", file.display())))?;
+    if status["connected"] != true {
+        return Err(Failure::runtime(format!(
+            "node {} is not connected to its transporter",
+            status["nodeID"].as_str().unwrap_or("?")
+        )));
+    }
+    println!(
+        "node {} is up and connected",
+        status["nodeID"].as_str().unwrap_or("?")
+    );
+    Ok(())
 }
 
 /// This machine's host name (Moleculer's default node id stem).

@@ -285,6 +285,19 @@ fn worker_status(list: &serde_json::Value, n: usize) -> (String, u64, Option<u64
     )
 }
 
+/// The `list` answer once worker `n` is online (its broker has started).
+async fn online(base: &str, n: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = control(base, serde_json::json!({"cmd": "list"})).await;
+        if list.as_array().unwrap().len() >= n && worker_status(&list, n).0 == "online" {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "worker {n} is not online: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_socket_lists_restarts_stops_starts_and_scales_workers() {
     let base = format!("pm{}", std::process::id());
@@ -293,11 +306,10 @@ async fn the_control_socket_lists_restarts_stops_starts_and_scales_workers() {
     support::wait(Duration::from_secs(10), || socket.exists())
         .await
         .expect("the control socket appears");
-    let list = control(&base, serde_json::json!({"cmd": "list"})).await;
+    let list = online(&base, 2).await;
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     assert_eq!(list[0]["worker"], format!("{base}-worker-1"));
-    let (state, _, first_pid) = worker_status(&list, 1);
-    assert_eq!(state, "online");
+    let (_, _, first_pid) = worker_status(&list, 1);
     assert!(list[0]["memoryKiB"].as_u64().unwrap() > 0, "{list}");
 
     control(&base, serde_json::json!({"cmd": "restart", "target": "1"})).await;
@@ -323,10 +335,8 @@ async fn the_control_socket_lists_restarts_stops_starts_and_scales_workers() {
     assert_eq!(answer["ok"][0], format!("{base}-worker-2"), "{answer}");
     let scaled = control(&base, serde_json::json!({"cmd": "scale", "size": 3})).await;
     assert!(scaled["ok"].to_string().contains("worker-3"), "{scaled}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let list = control(&base, serde_json::json!({"cmd": "list"})).await;
+    let list = online(&base, 3).await;
     assert_eq!(worker_status(&list, 2).0, "stopped", "{list}");
-    assert_eq!(worker_status(&list, 3).0, "online", "{list}");
     let bad = control(&base, serde_json::json!({"cmd": "explode"})).await;
     assert!(bad["error"].as_str().unwrap().contains("explode"), "{bad}");
 
