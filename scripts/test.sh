@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's one test command (the README's and CI's): format check, lints, every test and
-# doc test of the workspace, the examples, and the interop suite against real Node.js Moleculer
-# nodes (which installs its npm packages itself). Everything runs on 127.0.0.1.
+# doc test of the workspace, the examples, the interop suite against real Node.js Moleculer
+# nodes (which installs its npm packages itself), and the container image built and run as a
+# three-container cluster (which installs docker.io and debootstrap itself). Everything runs on
+# 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,5 +61,13 @@ ifailed=$(grep -Eo '[0-9]+ failed$' .interop-output.log | awk '{print $1}')
 rm -f .interop-output.log
 passed=$((passed + ${ipassed:-0}))
 failed=$((failed + ${ifailed:-0}))
+
+step "container image: build, and a three-container cluster (scripts/container-test.sh)"
+bash scripts/container-test.sh | tee .container-output.log
+cpassed=$(grep -Eo '^[0-9]+ passed' .container-output.log | awk '{print $1}')
+cfailed=$(grep -Eo '[0-9]+ failed$' .container-output.log | awk '{print $1}')
+rm -f .container-output.log
+passed=$((passed + ${cpassed:-0}))
+failed=$((failed + ${cfailed:-0}))
 
 printf '\n%s passed, %s failed\n' "$passed" "$failed"

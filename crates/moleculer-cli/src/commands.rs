@@ -112,7 +112,7 @@ pub async fn join(cli: &Cli) -> Result<ServiceBroker, Failure> {
 
 /// Waits until the set of known nodes has not changed for a moment (peers answer a newcomer at
 /// once, so this takes a fraction of a second, not a heartbeat period), at most `wait`.
-async fn settle(broker: &ServiceBroker, wait: Duration) {
+pub(crate) async fn settle(broker: &ServiceBroker, wait: Duration) {
     let quiet = Duration::from_millis(250);
     let deadline = Instant::now() + wait;
     let count = || broker.with_registry(|r| r.nodes().list().len());

@@ -123,6 +123,9 @@ pub async fn run(cli: &Cli, broker: &ServiceBroker) -> Result<(), Failure> {
     editor.set_helper(Some(Completion {
         broker: broker.clone(),
     }));
+    // Learn the whole cluster before the first line: a call right after joining would otherwise
+    // go to whichever node answered first, and so would the next ones typed quickly.
+    crate::commands::settle(broker, cli.wait()).await;
     loop {
         // Reading blocks: off the async workers, so the broker keeps answering meanwhile.
         let (returned, line) = tokio::task::spawn_blocking(move || {

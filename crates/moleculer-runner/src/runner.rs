@@ -439,6 +439,39 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn healthcheck_wants_a_fresh_status_that_says_connected() {
+        let dir = std::env::temp_dir().join(format!("runner-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("health");
+        let missing = healthcheck(None).err().unwrap();
+        assert_eq!(missing.code, 2);
+        assert!(missing.message.contains(HEALTH_FILE_VAR));
+        assert_eq!(healthcheck(Some(file.clone())).err().unwrap().code, 1);
+
+        std::fs::write(&file, r#"{"nodeID":"n1","connected":true,"calls":3}"#).unwrap();
+        assert!(healthcheck(Some(file.clone())).is_ok());
+        std::fs::write(&file, r#"{"nodeID":"n1","connected":false,"calls":3}"#).unwrap();
+        let down = healthcheck(Some(file.clone())).err().unwrap();
+        assert!(down.message.contains("not connected"), "{}", down.message);
+
+        std::fs::write(&file, r#"{"nodeID":"n1","connected":true,"calls":3}"#).unwrap();
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(stale)
+            .unwrap();
+        let hung = healthcheck(Some(file)).err().unwrap();
+        assert!(
+            hung.message.contains("hangs or is gone"),
+            "{}",
+            hung.message
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_missing_config_file_that_was_asked_for_exits_2() {
         let code = Runner::new()

@@ -293,7 +293,10 @@ async fn online(base: &str, n: usize) -> serde_json::Value {
         if list.as_array().unwrap().len() >= n && worker_status(&list, n).0 == "online" {
             return list;
         }
-        assert!(Instant::now() < deadline, "worker {n} is not online: {list}");
+        assert!(
+            Instant::now() < deadline,
+            "worker {n} is not online: {list}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
