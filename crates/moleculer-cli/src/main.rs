@@ -12,6 +12,7 @@
 
 mod bench;
 mod commands;
+mod control_client;
 mod pm;
 mod pm_logs;
 mod pm_monit;

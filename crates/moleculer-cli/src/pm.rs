@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use crate::commands::Failure;
-use crate::table::render;
+use crate::control_client::ask;
+use crate::table::{duration_words, memory_words, render};
 use crate::{Cli, PmAction};
 
 /// How long a reload may take before the CLI stops waiting (each worker has up to 30 s to
@@ -50,50 +49,6 @@ pub async fn run(cli: &Cli, node: &str, action: &PmAction) -> Result<(), Failure
         _ => println!("{answer}"),
     }
     Ok(())
-}
-
-/// Sends one request to the supervisor of `node` and returns its answer (an error answer is
-/// a [`Failure`]).
-pub async fn ask(node: &str, request: &Value, wait: Duration) -> Result<Value, Failure> {
-    let path = moleculer_runner::control_socket(node);
-    let exchange = async {
-        let stream = UnixStream::connect(&path).await?;
-        let (read, mut write) = stream.into_split();
-        write.write_all(format!("{request}\n").as_bytes()).await?;
-        let mut line = String::new();
-        BufReader::new(read).read_line(&mut line).await?;
-        Ok::<String, std::io::Error>(line)
-    };
-    let line = tokio::time::timeout(wait, exchange)
-        .await
-        .map_err(|_| Failure::failed(format!("the supervisor of '{node}' did not answer")))?
-        .map_err(|e| {
-            Failure::failed(format!(
-                "no supervisor of '{node}' on this machine ({}: {e})",
-                path.display()
-            ))
-        })?;
-    let answer: Value = serde_json::from_str(&line)
-        .map_err(|e| Failure::failed(format!("the supervisor answered something else: {e}")))?;
-    if let Some(err) = answer["error"].as_str() {
-        return Err(Failure::failed(err.to_owned()));
-    }
-    Ok(answer)
-}
-
-/// `1 h 02 m`, `3 m 04 s`, `12 s`.
-pub fn duration_words(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..=59 => format!("{s} s"),
-        60..=3599 => format!("{} m {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} m", s / 3600, s % 3600 / 60),
-    }
-}
-
-/// Kibibytes as MiB with one decimal.
-pub fn memory_words(kib: &Value) -> String {
-    format!("{:.1} MiB", kib.as_f64().unwrap_or(0.0) / 1024.0)
 }
 
 fn pid_words(pid: &Value) -> String {
@@ -175,13 +130,6 @@ fn describe_table(w: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_words() {
-        assert_eq!(duration_words(12.7), "12 s");
-        assert_eq!(duration_words(184.0), "3 m 04 s");
-        assert_eq!(duration_words(3720.0), "1 h 02 m");
-    }
 
     #[test]
     fn describe_shows_every_field_a_person_looks_for() {

@@ -36,7 +36,7 @@ pub async fn run(
     lines: usize,
     follow: bool,
 ) -> Result<(), Failure> {
-    let answer = crate::pm::ask(
+    let answer = crate::control_client::ask(
         node,
         &json!({ "cmd": "logs", "target": target }),
         cli.wait(),

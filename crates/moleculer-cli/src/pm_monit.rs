@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::commands::Failure;
-use crate::pm::{ask, duration_words, memory_words};
-use crate::table::render;
+use crate::control_client::ask;
+use crate::table::{duration_words, memory_words, render};
 use crate::Cli;
 
 /// What a worker had used at the previous refresh.

@@ -1,4 +1,4 @@
-//! Plain text tables, columns padded to their widest cell.
+//! Plain text tables, columns padded to their widest cell, and the words their cells use.
 
 /// Renders `rows` under `headers`, two spaces between columns.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -32,9 +32,31 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
+/// `1 h 02 m`, `3 m 04 s`, `12 s`.
+pub fn duration_words(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} m {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Kibibytes as MiB with one decimal.
+pub fn memory_words(kib: &serde_json::Value) -> String {
+    format!("{:.1} MiB", kib.as_f64().unwrap_or(0.0) / 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(duration_words(12.7), "12 s");
+        assert_eq!(duration_words(184.0), "3 m 04 s");
+        assert_eq!(duration_words(3720.0), "1 h 02 m");
+    }
 
     #[test]
     fn columns_are_as_wide_as_their_widest_cell() {
