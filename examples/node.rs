@@ -1,4 +1,5 @@
-//! A demo node: `math.add`, `math.div`, `greeter.hello`, and a `user.created` handler in group
+//! A demo node: `math.add`, `math.div`, `greeter.hello`, `cached.square` (cached when
+//! `MOL_CACHER` names a cacher), and a `user.created` handler in group
 //! `mailer` whose received events `mailer.received` returns.
 //!
 //! Run with: `cargo run --example node` (no server needed; `-- --help` lists the flags). It reads

@@ -144,6 +144,48 @@ impl Service for RelayService {
     }
 }
 
+/// `cached.square {n}` → n·n, cached by `n` for 30 s when the node has a cacher;
+/// `cached.profile {id, name}` (meta `tenant`) → the three, cached by `id`, `name` and
+/// `#tenant`; `cached.runs` → how many times their handlers ran.
+#[derive(Default)]
+pub struct Cached {
+    runs: std::sync::atomic::AtomicU64,
+}
+
+impl Cached {
+    fn ran(&self) {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Service for Cached {
+    fn schema(&self) -> ServiceSchema<Self> {
+        let thirty = std::time::Duration::from_secs(30);
+        ServiceSchema::new("cached")
+            .action_def(
+                ActionDef::raw("square", |s: Arc<Self>, ctx: Context| async move {
+                    s.ran();
+                    let n = ctx.params()["n"].as_i64().unwrap_or(0);
+                    Ok::<Value, MoleculerError>(json!(n.saturating_mul(n)))
+                })
+                .cache(CacheOptions::keys(["n"]).ttl(thirty)),
+            )
+            .action_def(
+                ActionDef::raw("profile", |s: Arc<Self>, ctx: Context| async move {
+                    s.ran();
+                    let p = ctx.params();
+                    Ok::<Value, MoleculerError>(
+                        json!({ "id": p["id"], "name": p["name"], "tenant": ctx.meta_get("tenant") }),
+                    )
+                })
+                .cache(CacheOptions::keys(["id", "name", "#tenant"]).ttl(thirty)),
+            )
+            .raw_action("runs", |s: Arc<Self>, _ctx: Context| async move {
+                Ok::<Value, MoleculerError>(json!(s.runs.load(std::sync::atomic::Ordering::Relaxed)))
+            })
+    }
+}
+
 /// Adds the demo services to a broker.
 pub fn register(broker: &ServiceBroker) -> std::result::Result<(), moleculer::BrokerError> {
     broker.create_service(Math)?;
@@ -151,6 +193,7 @@ pub fn register(broker: &ServiceBroker) -> std::result::Result<(), moleculer::Br
     broker.create_service(Mailer::default())?;
     broker.create_service(WhoAmI)?;
     broker.create_service(RelayService)?;
+    broker.create_service(Cached::default())?;
     Ok(())
 }
 

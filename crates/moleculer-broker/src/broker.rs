@@ -7,6 +7,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use moleculer_core::multi_call::{self, CallSpec, NodeOutcome, Settle};
+use moleculer_core::Cacher;
 use moleculer_core::{CallOptions, EmitOptions, EventType, MoleculerError, NodeId, Result};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -14,6 +16,7 @@ use tokio::sync::broadcast;
 use crate::broker_core::BrokerCore;
 use crate::broker_state::BrokerState;
 use crate::builder::ServiceBrokerBuilder;
+use crate::cacher_middleware::{clean_payload, CLEAN_EVENT};
 use crate::call_future::CallFuture;
 use crate::error::BrokerError;
 use crate::event_bus::LocalEvent;
@@ -258,6 +261,51 @@ impl ServiceBroker {
     #[inline]
     pub fn call_with(&self, action: &str, params: Value, opts: CallOptions) -> CallFuture {
         self.core.call(None, action, params, &opts)
+    }
+
+    /// The cache store, if the broker caches (its `get`, `set`, `del`, `clean`).
+    pub fn cacher(&self) -> Option<Arc<dyn Cacher>> {
+        self.core.cacher.clone()
+    }
+
+    /// Removes the cached entries matching `pattern` (`users.**`) here, and asks every other
+    /// node to do the same with its own cache (a `$cacher.clean` broadcast), so memory caches
+    /// stay consistent across the cluster.
+    pub async fn clean_cache(&self, pattern: &str) -> Result<()> {
+        let Some(cacher) = self.cacher() else {
+            return Ok(());
+        };
+        cacher.clean(pattern).await?;
+        self.broadcast(CLEAN_EVENT, clean_payload(pattern)).await
+    }
+
+    /// Runs `calls` concurrently (Moleculer's `broker.mcall`); the results come in the order
+    /// of the calls. With [`Settle::FirstError`] the first error is the only element; with
+    /// [`Settle::All`] every outcome is there.
+    pub async fn mcall(&self, calls: Vec<CallSpec>, settle: Settle) -> Vec<Result<Value>> {
+        multi_call::mcall(&*self.core, None, calls, settle).await
+    }
+
+    /// Calls `action` on every node that offers it, concurrently: each node's answer or error,
+    /// within the timeout of `opts` (10 s when it has none). Fails only when no node offers it.
+    pub async fn call_all(
+        &self,
+        action: &str,
+        params: Value,
+        opts: &CallOptions,
+    ) -> Result<Vec<NodeOutcome>> {
+        multi_call::call_all(&*self.core, None, action, params, opts).await
+    }
+
+    /// Calls `action` on every node that offers it and returns the first success with its
+    /// node; the other calls are dropped. When all fail, the last error.
+    pub async fn call_first(
+        &self,
+        action: &str,
+        params: Value,
+        opts: &CallOptions,
+    ) -> Result<(NodeId, Value)> {
+        multi_call::call_first(&*self.core, None, action, params, opts).await
     }
 
     /// Calls an action with typed params and result.

@@ -6,13 +6,17 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 
 use futures::future::{self, BoxFuture, Either};
+use moleculer_core::memory_cacher::MemoryCacher;
 use moleculer_core::middleware::{CallHandler, CallRequest, EmitHandler, EmitRequest};
 use moleculer_core::service_info::ClientInfo;
+use moleculer_core::Cacher;
 use moleculer_core::{
     BrokerHandle, CallOptions, Context, EmitOptions, ErrorCheck, EventType, MoleculerError, NodeId,
     Result,
 };
-use moleculer_registry::{Node, Registry};
+use moleculer_registry::{Endpoint, Node, Registry};
+
+use crate::cacher_middleware::CacherMiddleware;
 use serde_json::Value;
 
 use crate::bridges::{DynDiscoverer, DynTransporter};
@@ -34,6 +38,33 @@ use crate::shared_registry::SharedRegistry;
 use crate::transit::inbound::Inbound;
 use crate::transit::outbound::Transit;
 
+/// The cacher given in code, or the memory cacher the `cacher` option names.
+fn resolve_cacher(
+    options: &BrokerOptions,
+    given: Option<Arc<dyn Cacher>>,
+) -> Result<Option<Arc<dyn Cacher>>, BrokerError> {
+    if given.is_some() {
+        return Ok(given);
+    }
+    let Some(config) = &options.cacher else {
+        return Ok(None);
+    };
+    let cacher: Arc<dyn Cacher> = match config.kind.to_ascii_lowercase().as_str() {
+        "memory" => Arc::new(MemoryCacher::unbounded(&config.options)),
+        "memorylru" => Arc::new(MemoryCacher::lru(&config.options)),
+        _ => {
+            return Err(BrokerError::Options {
+                key: "cacher".into(),
+                reason: format!(
+                    "'{}' is not available here (expected \"Memory\", \"MemoryLRU\", or \"redis://host:port\" through the runner)",
+                    config.kind
+                ),
+            })
+        }
+    };
+    Ok(Some(cacher))
+}
+
 /// The pluggable parts a broker is built with.
 #[derive(Default)]
 pub(crate) struct Backends {
@@ -43,6 +74,8 @@ pub(crate) struct Backends {
     pub retry_check: Option<ErrorCheck>,
     /// Which errors count against an endpoint's breaker (default: code 500 or more).
     pub breaker_check: Option<ErrorCheck>,
+    /// The cache store, when given in code (else made from the `cacher` option).
+    pub cacher: Option<Arc<dyn Cacher>>,
 }
 
 /// Everything a broker is made of; [`ServiceBroker`](crate::ServiceBroker) is a handle to it.
@@ -53,6 +86,8 @@ pub(crate) struct BrokerCore {
     pub registry: Arc<SharedRegistry>,
     pub middlewares: Arc<MiddlewareChain>,
     pub calls: CallRouter,
+    /// The cache store, if the broker caches.
+    pub cacher: Option<Arc<dyn Cacher>>,
     pub events: Arc<EventBus>,
     pub lifecycle: Lifecycle,
     retry_check: Option<ErrorCheck>,
@@ -73,10 +108,19 @@ impl BrokerCore {
     /// Checks the options and wires the parts.
     pub fn build(
         options: BrokerOptions,
-        middlewares: Vec<Arc<dyn ErasedMiddleware>>,
+        mut middlewares: Vec<Arc<dyn ErasedMiddleware>>,
         backends: Backends,
     ) -> Result<Arc<Self>, BrokerError> {
         options.validate()?;
+        let cacher = resolve_cacher(&options, backends.cacher)?;
+        if let Some(cacher) = &cacher {
+            // Innermost: the user's middlewares see cached answers too.
+            let max = options
+                .cacher
+                .as_ref()
+                .and_then(|c| c.options.max_params_length);
+            middlewares.insert(0, Arc::new(CacherMiddleware::new(cacher.clone(), max)));
+        }
         let node_id = options
             .node_id
             .as_deref()
@@ -179,6 +223,7 @@ impl BrokerCore {
                 events,
                 lifecycle,
                 retry_check: backends.retry_check,
+                cacher,
             }
         });
         if core.options.internal_services {
@@ -284,6 +329,20 @@ impl BrokerHandle for BrokerCore {
         opts: &CallOptions,
     ) -> BoxFuture<'static, Result<Value>> {
         BrokerCore::call(self, parent, action, params, opts).into_boxed()
+    }
+
+    fn action_nodes(&self, action: &str) -> Vec<NodeId> {
+        self.registry
+            .read()
+            .actions()
+            .get(action)
+            .map_or_else(Vec::new, |list| {
+                list.endpoints()
+                    .iter()
+                    .filter(|e| e.is_available())
+                    .map(|e| e.node_id().clone())
+                    .collect()
+            })
     }
 
     fn is_retryable(&self, err: &MoleculerError) -> bool {

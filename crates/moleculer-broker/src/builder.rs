@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use moleculer_core::transporter::Transporter;
 use moleculer_core::{
-    BulkheadOptions, CircuitBreakerOptions, Discoverer, Middleware, MoleculerError, RetryPolicy,
+    BulkheadOptions, Cacher, CircuitBreakerOptions, Discoverer, Middleware, MoleculerError,
+    RetryPolicy,
 };
 use serde_json::Value;
 
 use crate::broker::ServiceBroker;
 use crate::broker_core::{Backends, BrokerCore};
+use crate::cacher_middleware::CacheCleaner;
 use crate::error::BrokerError;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
@@ -154,6 +156,13 @@ impl ServiceBrokerBuilder {
         self
     }
 
+    /// The cache store (over the `cacher` option); actions with `cache` settings use it.
+    #[must_use]
+    pub fn cacher(mut self, cacher: impl Cacher) -> Self {
+        self.backends.cacher = Some(Arc::new(cacher));
+        self
+    }
+
     /// The discoverer (default with a transporter: Local, over the transporter itself).
     #[must_use]
     pub fn discoverer(mut self, discoverer: impl Discoverer) -> Self {
@@ -177,7 +186,12 @@ impl ServiceBrokerBuilder {
 
     /// Checks the options and creates the broker.
     pub fn build(self) -> Result<ServiceBroker, BrokerError> {
-        BrokerCore::build(self.options, self.middlewares, self.backends)
-            .map(ServiceBroker::from_core)
+        let broker = BrokerCore::build(self.options, self.middlewares, self.backends)
+            .map(ServiceBroker::from_core)?;
+        if let Some(cacher) = broker.cacher() {
+            // Other nodes' `clean_cache` reaches this node's store through this service.
+            broker.create_service(CacheCleaner { cacher })?;
+        }
+        Ok(broker)
     }
 }

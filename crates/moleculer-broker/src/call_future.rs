@@ -344,6 +344,9 @@ mod tests {
         ) -> BoxFuture<'static, Result<Value>> {
             unreachable!("no nested calls in these tests")
         }
+        fn action_nodes(&self, _: &str) -> Vec<NodeId> {
+            unreachable!("no nested calls in these tests")
+        }
         fn send_event(
             &self,
             _: Option<&Context>,

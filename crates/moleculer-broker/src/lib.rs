@@ -32,6 +32,7 @@ mod broker;
 mod broker_core;
 mod broker_state;
 mod builder;
+mod cacher_middleware;
 mod call_future;
 mod call_router;
 mod circuit_breaker;
@@ -59,7 +60,9 @@ pub use builder::ServiceBrokerBuilder;
 pub use call_future::CallFuture;
 pub use error::BrokerError;
 pub use event_bus::LocalEvent;
-pub use options::{BrokerOptions, RegistrySettings, TrackingSettings, TransitSettings};
+pub use options::{
+    BrokerOptions, CacherConfig, RegistrySettings, TrackingSettings, TransitSettings,
+};
 pub use service_schema::{ActionDef, EventDef, ServiceSchema};
 pub use shared_registry::{BrokerRegistry, LocalAction, LocalSubscription};
 pub use transit::{PingResult, TransitStats};

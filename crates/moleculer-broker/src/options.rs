@@ -5,7 +5,7 @@ use std::time::Duration;
 use moleculer_core::fault_tolerance::InvalidSetting;
 use moleculer_core::protocol::ProtocolVersion;
 use moleculer_core::serializer::SerializerKind;
-use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, RetryPolicy};
+use moleculer_core::{BulkheadOptions, CacherOptions, CircuitBreakerOptions, RetryPolicy};
 use moleculer_registry::{RegistryOptions, StrategyConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,6 +70,54 @@ pub struct BrokerOptions {
     pub bulkhead: BulkheadOptions,
     /// Waiting for work in progress when stopping.
     pub tracking: TrackingSettings,
+    /// The cacher: `"Memory"`, `"MemoryLRU"`, `"redis://host:port"`, or
+    /// `{ type = "MemoryLRU", options = { ttl = 30, max = 500 } }`. None: no caching.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cacher: Option<CacherConfig>,
+}
+
+/// The `cacher` option: which store, and its options.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacherConfig {
+    /// `Memory`, `MemoryLRU` or a `redis://` URL.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `ttl`, `max`, `prefix`, `maxParamsLength`.
+    pub options: CacherOptions,
+}
+
+impl<'de> Deserialize<'de> for CacherConfig {
+    /// A name (`cacher = "Memory"`) or a table with `type` and `options`, as Moleculer takes
+    /// it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            options: CacherOptions,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Name(String),
+            Table(Table),
+        }
+        match Form::deserialize(d) {
+            Ok(Form::Name(kind)) => Ok(CacherConfig {
+                kind,
+                options: CacherOptions::default(),
+            }),
+            Ok(Form::Table(t)) => Ok(CacherConfig {
+                kind: t.kind,
+                options: t.options,
+            }),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a cacher name (\"Memory\", \"MemoryLRU\", \"redis://host:port\") or a table with `type` and `options` (ttl, max, prefix, maxParamsLength)",
+            )),
+        }
+    }
 }
 
 impl Default for BrokerOptions {
@@ -97,6 +145,7 @@ impl Default for BrokerOptions {
             circuit_breaker: CircuitBreakerOptions::default(),
             bulkhead: BulkheadOptions::default(),
             tracking: TrackingSettings::default(),
+            cacher: None,
         }
     }
 }

@@ -14,7 +14,8 @@ use moleculer_core::service_info::{
     versioned_name, ActionInfo, EventInfo, ServiceInfo, Version, Visibility,
 };
 use moleculer_core::{
-    BulkheadOptions, CircuitBreakerOptions, Context, MoleculerError, Result, RetryPolicy,
+    BulkheadOptions, CacheOptions, CircuitBreakerOptions, Context, MoleculerError, Result,
+    RetryPolicy,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -38,6 +39,7 @@ pub struct ActionDef<S> {
     retry_policy: Option<RetryPolicy>,
     circuit_breaker: Option<CircuitBreakerOptions>,
     bulkhead: Option<BulkheadOptions>,
+    cache: Option<CacheOptions>,
     fallback: Option<FallbackFn<S>>,
 }
 
@@ -95,6 +97,7 @@ impl<S: Send + Sync + 'static> ActionDef<S> {
             retry_policy: None,
             circuit_breaker: None,
             bulkhead: None,
+            cache: None,
             fallback: None,
         }
     }
@@ -145,6 +148,14 @@ impl<S: Send + Sync + 'static> ActionDef<S> {
     #[must_use]
     pub fn bulkhead(mut self, options: BulkheadOptions) -> Self {
         self.bulkhead = Some(options);
+        self
+    }
+
+    /// Caches its results on the node that runs it, when the broker has a cacher
+    /// (Moleculer's action `cache`): `CacheOptions::keys(["id"]).ttl(...)`.
+    #[must_use]
+    pub fn cache(mut self, options: CacheOptions) -> Self {
+        self.cache = Some(options);
         self
     }
 
@@ -445,6 +456,7 @@ impl<S: Send + Sync + 'static> ServiceSchema<S> {
                 retry_policy: def.retry_policy,
                 circuit_breaker: def.circuit_breaker,
                 bulkhead: def.bulkhead,
+                cache: def.cache,
                 extra: Map::new(),
             };
             let mut handler = (def.binder)(svc.clone(), Arc::from(name.as_str()));

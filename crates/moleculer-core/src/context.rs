@@ -1,5 +1,6 @@
 //! The request context every handler receives, and the broker handle it calls through.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -106,6 +107,10 @@ pub trait BrokerHandle: Send + Sync + 'static {
         params: Value,
         opts: &CallOptions,
     ) -> BoxFuture<'static, Result<Value>>;
+
+    /// The nodes with an available endpoint of `action` (this one included), for calls that
+    /// reach each of them.
+    fn action_nodes(&self, action: &str) -> Vec<NodeId>;
 
     /// Whether the broker's retry policy retries `err` (Moleculer's `retryPolicy.check`; by
     /// default, whether the error is marked retryable).
@@ -216,6 +221,8 @@ struct ContextInner {
     headers: Meta,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
+    /// Whether the answer came from the cache (Moleculer's `ctx.cachedResult`).
+    cached_result: AtomicBool,
 }
 
 /// The context of one action call or event delivery: params, meta, ids, call depth and the
@@ -311,6 +318,7 @@ impl Context {
             headers,
             timeout,
             deadline,
+            cached_result: AtomicBool::new(false),
         }))
     }
 
@@ -449,9 +457,19 @@ impl Context {
         self.0.deadline
     }
 
-    fn handle(&self) -> Result<Arc<dyn BrokerHandle>> {
+    pub(crate) fn handle(&self) -> Result<Arc<dyn BrokerHandle>> {
         self.broker()
             .ok_or_else(MoleculerError::broker_disconnected)
+    }
+
+    /// Whether the answer to this call came from the cache (Moleculer's `ctx.cachedResult`).
+    pub fn cached_result(&self) -> bool {
+        self.0.cached_result.load(Ordering::Relaxed)
+    }
+
+    /// Marks the answer to this call as served from the cache.
+    pub fn set_cached_result(&self) {
+        self.0.cached_result.store(true, Ordering::Relaxed);
     }
 
     /// Calls an action as a child of this context.

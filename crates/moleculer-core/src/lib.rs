@@ -8,6 +8,8 @@
 //! later a transporter or a discoverer): it does not depend on the broker.
 
 pub mod bulkhead;
+pub mod cache_key;
+pub mod cacher;
 pub mod call_options;
 pub mod context;
 pub mod discoverer;
@@ -16,8 +18,10 @@ pub mod error;
 pub mod fault_tolerance;
 pub mod in_flight;
 pub mod log_throttle;
+pub mod memory_cacher;
 pub mod memory_transporter;
 pub mod middleware;
+pub mod multi_call;
 pub mod node_id;
 pub mod outage_hold;
 pub mod protocol;
@@ -26,6 +30,7 @@ pub mod service_info;
 pub mod strategy;
 pub mod transporter;
 
+pub use cacher::{CacheOptions, Cacher, CacherOptions};
 pub use context::{
     BrokerHandle, CallOptions, Context, ContextTarget, EmitOptions, EventDelivery, EventGroups,
     EventType, Fallback, Meta, Origin,
@@ -37,6 +42,7 @@ pub use fault_tolerance::{
 };
 pub use log_throttle::LogThrottle;
 pub use middleware::{ActionHandler, EventHandler, Middleware};
+pub use multi_call::{CallSpec, NodeOutcome, Settle};
 pub use node_id::NodeId;
 pub use outage_hold::OutageHold;
 pub use service_info::{ActionInfo, EventInfo, NodeInfo, ServiceInfo, Version, Visibility};

@@ -115,6 +115,13 @@ pub struct ActionInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub bulkhead: Option<BulkheadOptions>,
+    /// The action's cache settings (`true` or `{ keys, ttl }`), applied where it runs.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache: Option<crate::cacher::CacheOptions>,
     /// Fields this crate does not interpret, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

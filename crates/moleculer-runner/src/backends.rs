@@ -1,6 +1,7 @@
 //! Backends chosen by name or URL.
 
 use moleculer_broker::{BrokerError, BrokerOptions, ServiceBroker, ServiceBrokerBuilder};
+use moleculer_cacher_redis::RedisCacher;
 use moleculer_discoverer_redis::{NotARedisDiscoverer, RedisDiscoverer, RedisDiscovererOptions};
 use moleculer_transporter_redis::{NotARedisUrl, RedisOptions, RedisTransporter};
 use moleculer_transporter_tcp::{TcpOptions, TcpTransporter};
@@ -66,6 +67,16 @@ pub fn builder_for(options: &BrokerOptions) -> Result<ServiceBrokerBuilder, Conf
             "registry.discoverer",
             format!("'{discoverer}' is not available (expected \"Local\", \"redis://host:port\" or \"etcd3://host:port\")"),
         ));
+    }
+    if let Some(cacher) = options.cacher.as_ref().filter(|c| is_redis(&c.kind)) {
+        let url = if cacher.kind.eq_ignore_ascii_case("redis") {
+            "redis://127.0.0.1:6379"
+        } else {
+            cacher.kind.as_str()
+        };
+        let redis = RedisCacher::new(url, &cacher.options, &options.namespace)
+            .map_err(|e| refuse("cacher", e.message.clone()))?;
+        builder = builder.cacher(redis);
     }
     let Some(transporter) = options.transporter.as_deref() else {
         return Ok(builder);

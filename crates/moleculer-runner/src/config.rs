@@ -228,6 +228,61 @@ mod tests {
     }
 
     #[test]
+    fn the_cacher_is_a_name_or_a_table_from_the_file_or_the_environment() {
+        let o = load_options(None, env(&[("MOL_CACHER", "MemoryLRU")])).unwrap();
+        assert_eq!(o.cacher.unwrap().kind, "MemoryLRU");
+        let o = load_options(
+            None,
+            env(&[
+                ("MOL_CACHER__TYPE", "redis://127.0.0.1:6379"),
+                ("MOL_CACHER__OPTIONS__TTL", "30"),
+                ("MOL_CACHER__OPTIONS__PREFIX", "shop"),
+            ]),
+        )
+        .unwrap();
+        let cacher = o.cacher.unwrap();
+        assert_eq!(cacher.kind, "redis://127.0.0.1:6379");
+        assert_eq!(cacher.options.ttl, Some(30));
+        assert_eq!(cacher.options.prefix.as_deref(), Some("shop"));
+
+        let dir = std::env::temp_dir().join(format!("mol-config-cacher-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("moleculer.toml");
+        std::fs::write(
+            &file,
+            "[cacher]\ntype = \"MemoryLRU\"\noptions = { max = 50, maxParamsLength = 60 }\n",
+        )
+        .unwrap();
+        let cacher = load_options(Some(&file), Vec::new())
+            .unwrap()
+            .cacher
+            .unwrap();
+        assert_eq!(
+            (cacher.options.max, cacher.options.max_params_length),
+            (Some(50), Some(60))
+        );
+        std::fs::write(&file, "cacher = 5\n").unwrap();
+        let err = load_options(Some(&file), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cacher") && err.contains("expected a cacher name"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err =
+            crate::builder_for(&load_options(None, env(&[("MOL_CACHER", "Memcached")])).unwrap())
+                .and_then(|b| b.build().map_err(Into::into))
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(
+            err.contains("Memcached") && err.contains("not available"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn fault_tolerance_sections_come_from_the_file_and_the_environment() {
         let dir = std::env::temp_dir().join(format!("mol-config-ft-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -54,14 +54,16 @@ pub use moleculer_broker::{
     ActionDef, BrokerError, BrokerOptions, EventDef, Service, ServiceBroker, ServiceSchema,
 };
 pub use moleculer_core::{
-    CallOptions, Context, EmitOptions, Middleware, MoleculerError, NodeId, Result, Visibility,
+    CacheOptions, CallOptions, CallSpec, Context, EmitOptions, Middleware, MoleculerError, NodeId,
+    Result, Settle, Visibility,
 };
 
 /// The names most services need.
 pub mod prelude {
     pub use moleculer_broker::{ActionDef, EventDef, Service, ServiceBroker, ServiceSchema};
     pub use moleculer_core::{
-        CallOptions, Context, EmitOptions, MoleculerError, Result, Visibility,
+        CacheOptions, CallOptions, CallSpec, Context, EmitOptions, MoleculerError, Result, Settle,
+        Visibility,
     };
 }
 
