@@ -13,7 +13,7 @@ echo "== Moleculer (Node.js), same machine, same method"
 
 echo
 echo "== ratios (Rust / Moleculer, one thread each)"
-for case in "local call (untyped, no params)" "local call (typed params {a,b})" "local emit (one handler)"; do
+for case in "local call (untyped, no params)" "local call (typed params {a,b})" "local call, cache hit (keys a, b)" "local emit (one handler)"; do
   rust=$(grep -F "$case" /tmp/bench-rust.txt | grep "1 thread" | awk '{for(i=1;i<=NF;i++) if($i=="M") print $(i-1)}')
   js=$(grep -F "$case" /tmp/bench-js.txt | awk '{for(i=1;i<=NF;i++) if($i=="M") print $(i-1)}')
   awk -v c="$case" -v r="$rust" -v j="$js" 'BEGIN { printf "%-34s %6.2f M/s vs %5.2f M/s  = %4.1fx\n", c, r, j, r / j }'

@@ -9,8 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moleculer_broker::{Service, ServiceBroker, ServiceBrokerBuilder, ServiceSchema};
-use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, Context, Result, RetryPolicy};
+use moleculer_broker::{ActionDef, Service, ServiceBroker, ServiceBrokerBuilder, ServiceSchema};
+use moleculer_core::memory_cacher::MemoryCacher;
+use moleculer_core::{
+    BulkheadOptions, CacheOptions, CacherOptions, CircuitBreakerOptions, Context, Result,
+    RetryPolicy,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -33,6 +37,13 @@ impl Service for Bench {
             .action(
                 "add",
                 |_s: Arc<Self>, _ctx: Context, p: AddParams| async move { Ok(p.a + p.b) },
+            )
+            .action_def(
+                ActionDef::new(
+                    "cachedAdd",
+                    |_s: Arc<Self>, _ctx: Context, p: AddParams| async move { Ok(p.a + p.b) },
+                )
+                .cache(CacheOptions::keys(["a", "b"])),
             )
             .event("bench.tick", |s: Arc<Self>, _ctx: Context| async move {
                 s.events.fetch_add(1, Ordering::Relaxed);
@@ -85,7 +96,9 @@ where
             .unwrap()
     };
     runtime.block_on(async move {
-        let broker = fault_tolerance(ServiceBroker::builder().node_id("bench"))
+        // The memory cacher wraps only `bench.cachedAdd`; the other actions run as without it.
+        let cacher = MemoryCacher::unbounded(&CacherOptions::default());
+        let broker = fault_tolerance(ServiceBroker::builder().node_id("bench").cacher(cacher))
             .build()
             .unwrap();
         broker
@@ -169,6 +182,10 @@ fn main() {
     });
     bench("local call (typed params {a,b})", filter, |b| {
         let call = b.call("bench.add", json!({"a": 1, "b": 2}));
+        async move { call.await.map(|v| drop(black_box(v))) }
+    });
+    bench("local call, cache hit (keys a, b)", filter, |b| {
+        let call = b.call("bench.cachedAdd", json!({"a": 1, "b": 2}));
         async move { call.await.map(|v| drop(black_box(v))) }
     });
     bench("local emit (one handler)", filter, |b| {

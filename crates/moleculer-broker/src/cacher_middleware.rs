@@ -89,14 +89,17 @@ struct Cached {
 
 impl Cached {
     async fn serve(self: Arc<Self>, ctx: Context, next: ActionHandler) -> Result<Value> {
-        let key = cache_key(
-            &self.name,
-            &self.opts,
-            ctx.params(),
-            &ctx.meta(),
-            ctx.headers(),
-            self.max_params_length,
-        );
+        // Read meta in place: no copy of it per call.
+        let key = ctx.with_meta(|meta| {
+            cache_key(
+                &self.name,
+                &self.opts,
+                ctx.params(),
+                meta,
+                ctx.headers(),
+                self.max_params_length,
+            )
+        });
         match self.cacher.get(&key).await {
             Ok(Some(value)) => {
                 ctx.set_cached_result();
