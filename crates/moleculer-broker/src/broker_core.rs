@@ -9,6 +9,7 @@ use futures::future::{self, BoxFuture, Either};
 use moleculer_core::memory_cacher::MemoryCacher;
 use moleculer_core::middleware::{CallHandler, CallRequest, EmitHandler, EmitRequest};
 use moleculer_core::service_info::ClientInfo;
+use moleculer_core::transmit::Transmit;
 use moleculer_core::Cacher;
 use moleculer_core::{
     BrokerHandle, CallOptions, Context, EmitOptions, ErrorCheck, EventType, MoleculerError, NodeId,
@@ -134,7 +135,15 @@ impl BrokerCore {
             Some(transporter) => Some(Arc::new(Transit::new(
                 node_id.clone(),
                 options.protocol_version()?,
-                options.serializer_kind()?.build(),
+                Transmit::wrap(
+                    options.serializer_kind()?.build(),
+                    &options.transmit,
+                    options.transit.max_packet_size,
+                )
+                .map_err(|reason| BrokerError::Options {
+                    key: "transmit".into(),
+                    reason,
+                })?,
                 transporter,
                 &options.transit,
             ))),

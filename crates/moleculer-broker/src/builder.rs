@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use moleculer_core::transmit::TransmitSettings;
 use moleculer_core::transporter::Transporter;
 use moleculer_core::{
     BulkheadOptions, Cacher, CircuitBreakerOptions, Discoverer, Middleware, MoleculerError,
@@ -167,6 +168,14 @@ impl ServiceBrokerBuilder {
     #[must_use]
     pub fn discoverer(mut self, discoverer: impl Discoverer) -> Self {
         self.backends.discoverer = Some(Arc::new(discoverer));
+        self
+    }
+
+    /// What every packet goes through on the wire: compression, encryption, signatures
+    /// (Moleculer's `transmit` middlewares, and signing beyond them).
+    #[must_use]
+    pub fn transmit(mut self, settings: TransmitSettings) -> Self {
+        self.options.transmit = settings;
         self
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use moleculer_core::fault_tolerance::InvalidSetting;
 use moleculer_core::protocol::ProtocolVersion;
 use moleculer_core::serializer::SerializerKind;
+use moleculer_core::transmit::TransmitSettings;
 use moleculer_core::{BulkheadOptions, CacherOptions, CircuitBreakerOptions, RetryPolicy};
 use moleculer_registry::{RegistryOptions, StrategyConfig};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,8 @@ pub struct BrokerOptions {
     pub bulkhead: BulkheadOptions,
     /// Waiting for work in progress when stopping.
     pub tracking: TrackingSettings,
+    /// What every packet goes through on the wire: compression, encryption, signatures.
+    pub transmit: TransmitSettings,
     /// The cacher: `"Memory"`, `"MemoryLRU"`, `"redis://host:port"`, or
     /// `{ type = "MemoryLRU", options = { ttl = 30, max = 500 } }`. None: no caching.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,6 +149,7 @@ impl Default for BrokerOptions {
             bulkhead: BulkheadOptions::default(),
             tracking: TrackingSettings::default(),
             cacher: None,
+            transmit: TransmitSettings::default(),
         }
     }
 }

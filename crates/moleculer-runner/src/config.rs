@@ -47,6 +47,11 @@ const STRING_KEYS: &[&str] = &[
     "discoverer",
     "strategy",
     "protocolVersion",
+    "password",
+    "iv",
+    "secret",
+    "prefix",
+    "type",
 ];
 
 /// `HEARTBEAT_INTERVAL` → `heartbeatInterval`.
@@ -278,6 +283,50 @@ mod tests {
                 .to_string();
         assert!(
             err.contains("Memcached") && err.contains("not available"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn transmit_settings_come_from_the_environment_and_bad_ones_are_named() {
+        let o = load_options(
+            None,
+            env(&[
+                (
+                    "MOL_TRANSMIT__ENCRYPTION__PASSWORD",
+                    "12345678901234567890123456789012",
+                ),
+                ("MOL_TRANSMIT__ENCRYPTION__IV", "1234567890123456"),
+                ("MOL_TRANSMIT__COMPRESSION__METHOD", "gzip"),
+                ("MOL_TRANSMIT__COMPRESSION__THRESHOLD", "2kb"),
+                ("MOL_TRANSMIT__SECRET", "a-long-enough-secret"),
+                ("MOL_TRANSPORTER", "redis://127.0.0.1:1"),
+            ]),
+        )
+        .unwrap();
+        let enc = o.transmit.encryption.as_ref().unwrap();
+        assert_eq!(enc.password.len(), 32, "digits stay text");
+        assert_eq!(enc.algorithm, "aes-256-cbc");
+        assert_eq!(o.transmit.compression.as_ref().unwrap().threshold, 2048);
+        assert!(crate::builder_for(&o).unwrap().build().is_ok());
+
+        let bad = load_options(
+            None,
+            env(&[
+                ("MOL_TRANSMIT__ENCRYPTION__PASSWORD", "short"),
+                ("MOL_TRANSMIT__ENCRYPTION__IV", "1234567890123456"),
+                ("MOL_TRANSPORTER", "redis://127.0.0.1:1"),
+            ]),
+        )
+        .unwrap();
+        let err = crate::builder_for(&bad)
+            .unwrap()
+            .build()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("transmit") && err.contains("32 bytes"),
             "{err}"
         );
     }
