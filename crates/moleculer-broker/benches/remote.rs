@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use moleculer_broker::{Service, ServiceBroker, ServiceBrokerBuilder, ServiceSchema};
 use moleculer_core::memory_transporter::MemoryBus;
+use moleculer_core::transmit::{CompressionSettings, EncryptionSettings, TransmitSettings};
 use moleculer_core::{BulkheadOptions, CircuitBreakerOptions, Context, RetryPolicy};
 use serde_json::{json, Value};
 
@@ -46,15 +47,43 @@ fn fault_tolerance(builder: ServiceBrokerBuilder) -> ServiceBrokerBuilder {
 
 const MEASURE: Duration = Duration::from_secs(2);
 
+/// With `BENCH_TRANSMIT=signed`, `encrypted` (aes-256-cbc) or `compressed` (deflate, every
+/// packet): that transmit layer on both nodes.
+fn transmit(builder: ServiceBrokerBuilder) -> ServiceBrokerBuilder {
+    let settings = match std::env::var("BENCH_TRANSMIT").as_deref() {
+        Ok("signed") => TransmitSettings {
+            secret: Some("a-benchmark-secret-0".into()),
+            ..TransmitSettings::default()
+        },
+        Ok("encrypted") => TransmitSettings {
+            encryption: Some(EncryptionSettings {
+                password: "0123456789abcdef0123456789abcdef".into(),
+                iv: Some("0123456789abcdef".into()),
+                algorithm: "aes-256-cbc".into(),
+            }),
+            ..TransmitSettings::default()
+        },
+        Ok("compressed") => TransmitSettings {
+            compression: Some(CompressionSettings {
+                method: "deflate".into(),
+                threshold: 0,
+            }),
+            ..TransmitSettings::default()
+        },
+        _ => return builder,
+    };
+    builder.transmit(settings)
+}
+
 async fn pair(serializer: &str) -> (ServiceBroker, ServiceBroker) {
     let bus = MemoryBus::new();
-    let a = fault_tolerance(ServiceBroker::builder())
+    let a = transmit(fault_tolerance(ServiceBroker::builder()))
         .node_id("caller")
         .serializer(serializer)
         .transporter(bus.transporter())
         .build()
         .unwrap();
-    let b = fault_tolerance(ServiceBroker::builder())
+    let b = transmit(fault_tolerance(ServiceBroker::builder()))
         .node_id("callee")
         .serializer(serializer)
         .transporter(bus.transporter())
@@ -102,12 +131,15 @@ async fn measure(caller: &ServiceBroker, in_flight: usize) -> (f64, f64, f64) {
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
-        "moleculer-rs remote calls over the in-memory transporter (10-byte echo){}",
+        "moleculer-rs remote calls over the in-memory transporter (10-byte echo){}{}",
         if std::env::var("BENCH_FAULT_TOLERANCE").is_ok() {
             ", retries, breaker and bulkheads on"
         } else {
             ""
-        }
+        },
+        std::env::var("BENCH_TRANSMIT")
+            .map(|t| format!(", transmit: {t}"))
+            .unwrap_or_default()
     );
     for serializer in ["JSON", "MsgPack"] {
         if filter
