@@ -286,6 +286,17 @@ impl ServiceBroker {
         multi_call::mcall(&*self.core, None, calls, settle).await
     }
 
+    /// Runs named calls concurrently (Moleculer's `mcall` with an object); each result under
+    /// its name, in the order given. With [`Settle::FirstError`] the first failing call is the
+    /// only element.
+    pub async fn mcall_named(
+        &self,
+        calls: Vec<(String, CallSpec)>,
+        settle: Settle,
+    ) -> Vec<(String, Result<Value>)> {
+        multi_call::mcall_named(&*self.core, None, calls, settle).await
+    }
+
     /// Calls `action` on every node that offers it, concurrently: each node's answer or error,
     /// within the timeout of `opts` (10 s when it has none). Fails only when no node offers it.
     pub async fn call_all(

@@ -17,7 +17,7 @@ use moleculer_core::{
 };
 use moleculer_registry::{Endpoint, Node, Registry};
 
-use crate::cacher_middleware::CacherMiddleware;
+use crate::cacher_middleware::{cache_cleaner, CacherMiddleware};
 use serde_json::Value;
 
 use crate::bridges::{DynDiscoverer, DynTransporter};
@@ -239,6 +239,11 @@ impl BrokerCore {
             let options = serde_json::to_value(&core.options).unwrap_or(Value::Null);
             let bound = node_service(&core.registry, options)?;
             core.lifecycle.add(bound, Arc::new(NoHooks))?;
+        }
+        if let Some(cacher) = &core.cacher {
+            // Other nodes' `clean_cache` reaches this node's store through this service.
+            core.lifecycle
+                .add(cache_cleaner(cacher.clone())?, Arc::new(NoHooks))?;
         }
         Ok(core)
     }

@@ -13,7 +13,6 @@ use serde_json::Value;
 
 use crate::broker::ServiceBroker;
 use crate::broker_core::{Backends, BrokerCore};
-use crate::cacher_middleware::CacheCleaner;
 use crate::error::BrokerError;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
@@ -195,12 +194,7 @@ impl ServiceBrokerBuilder {
 
     /// Checks the options and creates the broker.
     pub fn build(self) -> Result<ServiceBroker, BrokerError> {
-        let broker = BrokerCore::build(self.options, self.middlewares, self.backends)
-            .map(ServiceBroker::from_core)?;
-        if let Some(cacher) = broker.cacher() {
-            // Other nodes' `clean_cache` reaches this node's store through this service.
-            broker.create_service(CacheCleaner { cacher })?;
-        }
-        Ok(broker)
+        BrokerCore::build(self.options, self.middlewares, self.backends)
+            .map(ServiceBroker::from_core)
     }
 }

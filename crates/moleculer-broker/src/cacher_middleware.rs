@@ -22,8 +22,8 @@ use moleculer_core::{
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::broker::Service;
-use crate::service_schema::{EventDef, ServiceSchema};
+use crate::error::BrokerError;
+use crate::service_schema::{BoundService, EventDef, ServiceSchema};
 
 /// The event that makes every node clean its cache with the `pattern` it carries.
 pub const CLEAN_EVENT: &str = "$cacher.clean";
@@ -168,23 +168,23 @@ impl Cached {
 /// The `$cacher` service: cleans this node's cache when another node broadcasts
 /// `$cacher.clean` (memory caches are per node; a shared Redis cache is cleaned once, by the
 /// node that asked).
-pub(crate) struct CacheCleaner {
-    pub cacher: Arc<dyn Cacher>,
+struct CacheCleaner {
+    cacher: Arc<dyn Cacher>,
 }
 
-impl Service for CacheCleaner {
-    fn schema(&self) -> ServiceSchema<Self> {
-        ServiceSchema::new("$cacher").event_def(EventDef::new(
-            CLEAN_EVENT,
-            |s: Arc<Self>, ctx: Context| async move {
-                if ctx.node_id() == ctx.local_node_id() {
-                    return Ok(());
-                }
-                let pattern = ctx.params()["pattern"].as_str().unwrap_or("**").to_owned();
-                s.cacher.clean(&pattern).await
-            },
-        ))
-    }
+/// The `$cacher` service of a broker that caches through `cacher`, ready to add.
+pub(crate) fn cache_cleaner(cacher: Arc<dyn Cacher>) -> Result<BoundService, BrokerError> {
+    let schema = ServiceSchema::new("$cacher").event_def(EventDef::new(
+        CLEAN_EVENT,
+        |s: Arc<CacheCleaner>, ctx: Context| async move {
+            if ctx.node_id() == ctx.local_node_id() {
+                return Ok(());
+            }
+            let pattern = ctx.params()["pattern"].as_str().unwrap_or("**").to_owned();
+            s.cacher.clean(&pattern).await
+        },
+    ));
+    schema.bind(&Arc::new(CacheCleaner { cacher }))
 }
 
 /// The payload of a clean broadcast.

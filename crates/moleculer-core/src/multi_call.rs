@@ -3,7 +3,8 @@
 //! and a [`Context`] (whose calls become children of it) share one implementation.
 //!
 //! - [`mcall`]: a list of calls run concurrently; the first error fails the whole (as
-//!   `Promise.all`), or with [`Settle::All`] every outcome comes back.
+//!   `Promise.all`), or with [`Settle::All`] every outcome comes back. [`mcall_named`] is the
+//!   same with a name per call (Moleculer's object form).
 //! - [`call_all`]: one call per node that offers the action, each answer or error kept with its
 //!   node, all within the call's timeout.
 //! - [`call_first`]: the same calls, the first success wins and the rest are dropped.
@@ -89,6 +90,37 @@ pub async fn mcall(
     }
 }
 
+/// Runs named calls concurrently (Moleculer's `mcall` with an object): each result under its
+/// name, in the order given. With [`Settle::FirstError`] the first failing call is the only
+/// element.
+pub async fn mcall_named(
+    broker: &dyn BrokerHandle,
+    parent: Option<&Context>,
+    calls: Vec<(String, CallSpec)>,
+    settle: Settle,
+) -> Vec<(String, Result<Value>)> {
+    let futures = calls.into_iter().map(|(name, c)| {
+        broker
+            .call(parent, &c.action, c.params, &c.opts)
+            .map(move |result| (name, result))
+    });
+    match settle {
+        Settle::All => join_all(futures).await,
+        Settle::FirstError => {
+            let tagged = futures.map(|call| {
+                call.map(|(name, result)| match result {
+                    Ok(value) => Ok((name, value)),
+                    Err(err) => Err((name, err)),
+                })
+            });
+            match try_join_all(tagged).await {
+                Ok(values) => values.into_iter().map(|(n, v)| (n, Ok(v))).collect(),
+                Err((name, err)) => vec![(name, Err(err))],
+            }
+        }
+    }
+}
+
 /// Options for one node of a cluster-wide call: pinned to `node`, with a timeout.
 fn pinned(opts: &CallOptions, node: &NodeId) -> CallOptions {
     let mut opts = opts.clone().node_id(node.as_str());
@@ -148,6 +180,16 @@ impl Context {
     /// the only element; with [`Settle::All`] every outcome is there.
     pub async fn mcall(&self, calls: Vec<CallSpec>, settle: Settle) -> Result<Vec<Result<Value>>> {
         Ok(mcall(&*self.handle()?, Some(self), calls, settle).await)
+    }
+
+    /// Runs named calls concurrently as children of this context (Moleculer's `ctx.mcall`
+    /// with an object); each result under its name.
+    pub async fn mcall_named(
+        &self,
+        calls: Vec<(String, CallSpec)>,
+        settle: Settle,
+    ) -> Result<Vec<(String, Result<Value>)>> {
+        Ok(mcall_named(&*self.handle()?, Some(self), calls, settle).await)
     }
 
     /// Calls `action` on every node that offers it (children of this context); each node's

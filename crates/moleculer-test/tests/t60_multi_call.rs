@@ -120,6 +120,35 @@ async fn mcall_answers_in_order_and_stops_at_the_first_error_unless_settled() {
     assert_eq!(ok[0].as_ref().unwrap()["params"]["i"], "a");
     assert_eq!(ok[1].as_ref().unwrap()["node"], "node-3");
 
+    // The named form: each result under its name.
+    let named = broker
+        .mcall_named(
+            vec![
+                (
+                    "first".to_owned(),
+                    CallSpec::new("echo.where", json!({"i": 1})),
+                ),
+                ("broken".to_owned(), CallSpec::new("echo.fail", json!({}))),
+            ],
+            Settle::All,
+        )
+        .await;
+    assert_eq!(named[0].0, "first");
+    assert_eq!(named[0].1.as_ref().unwrap()["params"]["i"], 1);
+    assert_eq!(named[1].0, "broken");
+    assert!(named[1].1.is_err());
+    let failed = broker
+        .mcall_named(
+            vec![
+                ("ok".to_owned(), CallSpec::new("echo.where", json!({}))),
+                ("broken".to_owned(), CallSpec::new("echo.fail", json!({}))),
+            ],
+            Settle::FirstError,
+        )
+        .await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0, "broken", "the failing call is named");
+
     // From a handler: the calls are children of its context.
     let both = broker.call("fanout.both", json!({})).await.unwrap();
     assert_eq!(both, json!([{"n": 1, "level": 1}, {"n": 2, "level": 1}]));
