@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use crate::error::BrokerError;
+use crate::panic_guard::panic_message;
 use crate::service_schema::{BoundService, EventDef, ServiceSchema};
 
 /// The event that makes every node clean its cache with the `pattern` it carries.
@@ -117,11 +118,23 @@ impl Cached {
             match flights.get(&key) {
                 Some(flight) => (flight.clone(), false),
                 None => {
-                    let flight = self
-                        .clone()
-                        .fill(key.clone(), ctx.clone(), next)
-                        .boxed()
-                        .shared();
+                    // On a task of its own: a first caller that gives up (a timeout) does not
+                    // leave the others waiting on a handler nobody drives.
+                    let node = ctx.local_node_id().to_string();
+                    let action = self.name.clone();
+                    let fill = tokio::spawn(self.clone().fill(key.clone(), ctx.clone(), next));
+                    let flight = async move {
+                        fill.await.unwrap_or_else(|err| {
+                            let why = if err.is_panic() {
+                                panic_message(&*err.into_panic())
+                            } else {
+                                "the broker stopped".to_owned()
+                            };
+                            Err(MoleculerError::handler_panicked(&action, &node, &why))
+                        })
+                    }
+                    .boxed()
+                    .shared();
                     flights.insert(key.clone(), flight.clone());
                     (flight, true)
                 }

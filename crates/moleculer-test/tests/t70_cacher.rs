@@ -151,6 +151,21 @@ async fn concurrent_misses_of_one_key_run_the_handler_once() {
         .iter()
         .all(|a| matches!(a.as_ref().unwrap().as_i64(), Some(9 | 16))));
     assert_eq!(square.runs.load(Ordering::SeqCst), 2, "once per key");
+
+    // The first caller of a key gives up early; the one behind it still gets the answer.
+    let impatient = broker.call_with(
+        "square.of",
+        json!({"n": 12}),
+        CallOptions::default().timeout(Duration::from_millis(30)),
+    );
+    let patient = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        broker.call("square.of", json!({"n": 12})).await
+    };
+    let (gave_up, answer) = futures::join!(impatient, patient);
+    assert_eq!(gave_up.unwrap_err().name, "RequestTimeoutError");
+    assert_eq!(answer.unwrap(), 144);
+    assert_eq!(square.runs.load(Ordering::SeqCst), 3, "one run for both");
     broker.stop().await;
 }
 
