@@ -46,18 +46,34 @@ pub struct CacherOptions {
 }
 
 /// An action's `cache` settings: `true`, or `{ enabled, keys, ttl }`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CacheOptions {
     /// Whether results are cached.
     pub enabled: bool,
     /// The params (`id`, `user.name`), meta (`#tenant`) or headers (`@x`) the key is made of;
     /// absent: all params.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<String>>,
     /// Time to live in seconds, over the cacher's.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+}
+
+impl Serialize for CacheOptions {
+    /// As Moleculer writes it: a bare `true`/`false` when there is nothing more to say.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.keys.is_none() && self.ttl.is_none() {
+            return s.serialize_bool(self.enabled);
+        }
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("enabled", &self.enabled)?;
+        if let Some(keys) = &self.keys {
+            map.serialize_entry("keys", keys)?;
+        }
+        if let Some(ttl) = &self.ttl {
+            map.serialize_entry("ttl", ttl)?;
+        }
+        map.end()
+    }
 }
 
 impl CacheOptions {
@@ -148,6 +164,11 @@ mod tests {
         );
         let off: CacheOptions = serde_json::from_value(json!({"enabled": false})).unwrap();
         assert!(!off.enabled);
+        assert_eq!(serde_json::to_value(&on).unwrap(), json!(true));
+        assert_eq!(
+            serde_json::to_value(&keyed).unwrap(),
+            json!({"enabled": true, "keys": ["id", "#tenant"], "ttl": 30})
+        );
     }
 
     #[test]

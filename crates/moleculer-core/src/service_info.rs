@@ -296,17 +296,18 @@ mod tests {
     #[test]
     fn parses_a_node_js_service_description() {
         let js = json!({"name":"math","version":2,"fullName":"v2.math","settings":{"x":1},"metadata":{"m":1},
-            "actions":{"v2.math.add":{"params":{"a":"number"},"rawName":"add","name":"v2.math.add","cache":false}},
+            "actions":{"v2.math.add":{"params":{"a":"number"},"rawName":"add","name":"v2.math.add","cache":false,"custom":{"k":1}}},
             "events":{"order.*":{"group":"orders","name":"order.*"}}});
         let svc: ServiceInfo = serde_json::from_value(js).unwrap();
         assert_eq!(svc.version, Some(Version::Number(2)));
         let add = &svc.actions["v2.math.add"];
         assert_eq!(add.raw_name.as_deref(), Some("add"));
-        assert_eq!(add.extra["cache"], json!(false));
+        assert_eq!(add.cache.as_ref().map(|c| c.enabled), Some(false));
         assert_eq!(svc.events["order.*"].group.as_deref(), Some("orders"));
         // Unknown fields survive the round trip.
         let back = serde_json::to_value(&svc).unwrap();
         assert_eq!(back["actions"]["v2.math.add"]["cache"], json!(false));
+        assert_eq!(back["actions"]["v2.math.add"]["custom"], json!({"k": 1}));
     }
 
     #[test]
