@@ -12,6 +12,7 @@ use moleculer_core::Cacher;
 use moleculer_core::{CallOptions, EmitOptions, EventType, MoleculerError, NodeId, Result};
 use serde_json::Value;
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use crate::broker_core::BrokerCore;
 use crate::broker_state::BrokerState;
@@ -226,7 +227,7 @@ impl ServiceBroker {
         });
         if self.core.lifecycle.add(bound, hooks)? {
             let broker = self.clone();
-            tokio::spawn(async move {
+            moleculer_core::task::spawn(async move {
                 if let Err(err) = broker.core.lifecycle.start_service(&full_name).await {
                     tracing::error!(service = %full_name, "service failed to start: {err}");
                 }
@@ -243,12 +244,28 @@ impl ServiceBroker {
     /// Starts every service (each once its dependencies are available), then emits
     /// `$broker.started`.
     pub async fn start(&self) -> Result<(), BrokerError> {
-        self.core.lifecycle.start().await
+        // Everything the start sets going (transporter, discoverer, timers) runs in the
+        // broker's span, and so does what it later logs.
+        self.core
+            .lifecycle
+            .start()
+            .instrument(self.core.span.clone())
+            .await
+    }
+
+    /// `broker{node=...}`: the span this broker's own work runs in, so that its log lines name
+    /// it. Instrument a task of your own with it to have its lines named too.
+    pub fn span(&self) -> &tracing::Span {
+        &self.core.span
     }
 
     /// Stops every service (their actions are withdrawn first), then emits `$broker.stopped`.
     pub async fn stop(&self) {
-        self.core.lifecycle.stop().await;
+        self.core
+            .lifecycle
+            .stop()
+            .instrument(self.core.span.clone())
+            .await;
     }
 
     /// Calls an action.

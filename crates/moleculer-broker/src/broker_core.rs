@@ -89,6 +89,8 @@ pub(crate) struct BrokerCore {
     pub calls: CallRouter,
     /// The cache store, if the broker caches.
     pub cacher: Option<Arc<dyn Cacher>>,
+    /// `broker{node=...}`: the span its work runs in, so its logs name it.
+    pub span: tracing::Span,
     pub events: Arc<EventBus>,
     pub lifecycle: Lifecycle,
     retry_check: Option<ErrorCheck>,
@@ -223,7 +225,6 @@ impl BrokerCore {
                 handle,
             );
             BrokerCore {
-                node_id,
                 instance_id,
                 options,
                 registry,
@@ -233,6 +234,9 @@ impl BrokerCore {
                 lifecycle,
                 retry_check: backends.retry_check,
                 cacher,
+                // At error level, so that it is kept whatever level the log filter lets through.
+                span: tracing::error_span!("broker", node = %node_id),
+                node_id,
             }
         });
         if core.options.internal_services {

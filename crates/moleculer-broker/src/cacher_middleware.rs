@@ -122,7 +122,11 @@ impl Cached {
                     // leave the others waiting on a handler nobody drives.
                     let node = ctx.local_node_id().to_string();
                     let action = self.name.clone();
-                    let fill = tokio::spawn(self.clone().fill(key.clone(), ctx.clone(), next));
+                    let fill = moleculer_core::task::spawn(self.clone().fill(
+                        key.clone(),
+                        ctx.clone(),
+                        next,
+                    ));
                     let flight = async move {
                         fill.await.unwrap_or_else(|err| {
                             let why = if err.is_panic() {

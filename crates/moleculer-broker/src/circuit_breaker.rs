@@ -108,7 +108,7 @@ impl CircuitBreaker {
     /// Restarts the counting window of every endpoint whose window is over; every second.
     pub fn start(&self) {
         let me = self.me.clone();
-        tokio::spawn(async move {
+        moleculer_core::task::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_secs(1));
             loop {
                 ticks.tick().await;
@@ -194,7 +194,7 @@ impl CircuitBreaker {
     fn half_open_after(&self, about: &Arc<Endpoint>, epoch: u64) {
         let wait = Duration::from_millis(about.options.half_open_time());
         let (me, about) = (self.me.clone(), about.clone());
-        tokio::spawn(async move {
+        moleculer_core::task::spawn(async move {
             tokio::time::sleep(wait).await;
             let Some(me) = me.upgrade() else { return };
             if about.epoch.load(Ordering::Acquire) != epoch {
@@ -229,6 +229,6 @@ impl CircuitBreaker {
             payload,
             EmitOptions::default(),
         );
-        tokio::spawn(send);
+        moleculer_core::task::spawn(send);
     }
 }

@@ -64,7 +64,7 @@ impl Cluster {
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().push(tokio::spawn(task));
+        self.tasks.lock().push(moleculer_core::task::spawn(task));
     }
 
     /// Connects the transporter, starts receiving and discovering. Runs before the services

@@ -72,7 +72,7 @@ mod tests {
             "idle at once"
         );
         let t = tracker.clone();
-        let work = tokio::spawn(async move {
+        let work = moleculer_core::task::spawn(async move {
             let _a = t.track();
             let _b = t.track();
             tokio::time::sleep(Duration::from_millis(50)).await;

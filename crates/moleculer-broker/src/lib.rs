@@ -61,7 +61,7 @@ pub use call_future::CallFuture;
 pub use error::BrokerError;
 pub use event_bus::LocalEvent;
 pub use options::{
-    BrokerOptions, CacherConfig, RegistrySettings, TrackingSettings, TransitSettings,
+    BrokerOptions, CacherConfig, LogFormat, RegistrySettings, TrackingSettings, TransitSettings,
 };
 pub use service_schema::{ActionDef, EventDef, ServiceSchema};
 pub use shared_registry::{BrokerRegistry, LocalAction, LocalSubscription};

@@ -201,7 +201,7 @@ impl Membership {
         if needs_info {
             let discoverer = self.discoverer.clone();
             let node = sender.clone();
-            tokio::spawn(async move { discoverer.discover_node(node).await });
+            moleculer_core::task::spawn(async move { discoverer.discover_node(node).await });
         }
     }
 
@@ -290,7 +290,7 @@ impl Membership {
         }
         let me = Arc::downgrade(self);
         let wait = self.info_debounce;
-        tokio::spawn(async move {
+        moleculer_core::task::spawn(async move {
             tokio::time::sleep(wait).await;
             let Some(me) = me.upgrade() else { return };
             me.info_pending.store(false, Ordering::Release);
@@ -320,7 +320,7 @@ impl Membership {
                     sender: self.node_id.clone(),
                 });
                 let target = self.node_id.clone();
-                tokio::spawn(async move {
+                moleculer_core::task::spawn(async move {
                     let _ = transit.send(probe, Some(target)).await;
                 });
             }
@@ -339,7 +339,7 @@ impl Membership {
         }
         let discoverer = self.discoverer.clone();
         let me = self.node_id.clone();
-        tokio::spawn(async move { discoverer.send_local_info(Some(me)).await });
+        moleculer_core::task::spawn(async move { discoverer.send_local_info(Some(me)).await });
     }
 
     /// A peer vouches that a live process at `address` holds our node id: we are the newcomer.

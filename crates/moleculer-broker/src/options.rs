@@ -71,12 +71,26 @@ pub struct BrokerOptions {
     pub bulkhead: BulkheadOptions,
     /// Waiting for work in progress when stopping.
     pub tracking: TrackingSettings,
+    /// How a node run by the runner writes its log lines: `text` (default) or `json` (one
+    /// object per line, with the broker's span and its node id).
+    pub log_format: LogFormat,
     /// What every packet goes through on the wire: compression, encryption, signatures.
     pub transmit: TransmitSettings,
     /// The cacher: `"Memory"`, `"MemoryLRU"`, `"redis://host:port"`, or
     /// `{ type = "MemoryLRU", options = { ttl = 30, max = 500 } }`. None: no caching.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cacher: Option<CacherConfig>,
+}
+
+/// The `logFormat` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The `cacher` option: which store, and its options.
@@ -150,6 +164,7 @@ impl Default for BrokerOptions {
             tracking: TrackingSettings::default(),
             cacher: None,
             transmit: TransmitSettings::default(),
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -242,8 +242,8 @@ mod tests {
     async fn one_slot_one_queue_place_third_call_is_refused_as_moleculer_does() {
         let b = bulkhead(1, 1);
         let done = Arc::new(Mutex::new(Vec::new()));
-        let first = tokio::spawn(b.run(job(30, done.clone())));
-        let second = tokio::spawn(b.run(job(10, done.clone())));
+        let first = crate::task::spawn(b.run(job(30, done.clone())));
+        let second = crate::task::spawn(b.run(job(10, done.clone())));
         tokio::task::yield_now().await;
         assert_eq!(b.queued(), 1);
         let err = b.run(job(1, done.clone())).await.unwrap_err();
@@ -264,7 +264,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let runs: Vec<_> = [50, 40, 30, 20, 10]
             .into_iter()
-            .map(|ms| tokio::spawn(b.run(job(ms, done.clone()))))
+            .map(|ms| crate::task::spawn(b.run(job(ms, done.clone()))))
             .collect();
         for r in runs {
             r.await.unwrap().unwrap();
@@ -280,7 +280,7 @@ mod tests {
     async fn a_caller_that_gives_up_leaves_the_queue_and_its_slot_is_not_lost() {
         let b = bulkhead(1, 1);
         let done = Arc::new(Mutex::new(Vec::new()));
-        let busy = tokio::spawn(b.run(job(100, done.clone())));
+        let busy = crate::task::spawn(b.run(job(100, done.clone())));
         tokio::task::yield_now().await;
         let gave_up =
             tokio::time::timeout(Duration::from_millis(10), b.run(job(1, done.clone()))).await;

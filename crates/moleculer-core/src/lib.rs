@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod serializer;
 pub mod service_info;
 pub mod strategy;
+pub mod task;
 pub mod transmit;
 pub mod transporter;
 

@@ -194,7 +194,7 @@ impl MemoryBus {
             if delay.is_zero() {
                 let _ = sink.send(incoming);
             } else {
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _ = sink.send(incoming);
                 });

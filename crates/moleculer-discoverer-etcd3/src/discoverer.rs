@@ -505,14 +505,14 @@ impl Discoverer for Etcd3Discoverer {
         let period = Duration::from_secs_f64(
             (interval.as_secs_f64() + rand::rng().random_range(-jitter..=jitter)).max(0.05),
         );
-        let beats = tokio::spawn(async move {
+        let beats = moleculer_core::task::spawn(async move {
             // At once (the first beat also reads every key), then every heartbeat interval.
             while beat_state.link.alive() {
                 beat_state.beat().await;
                 tokio::time::sleep(period).await;
             }
         });
-        let watch = tokio::spawn(state.clone().watch());
+        let watch = moleculer_core::task::spawn(state.clone().watch());
         state.tasks.lock().extend([beats, watch]);
         *self.state.lock() = Some(state);
         Ok(())

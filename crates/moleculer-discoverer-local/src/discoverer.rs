@@ -60,7 +60,7 @@ impl Discoverer for LocalDiscoverer {
     ) -> Result<(), TransporterError> {
         let beat_link = link.clone();
         let period = heartbeat_period(timing.heartbeat_interval);
-        let heartbeats = tokio::spawn(async move {
+        let heartbeats = moleculer_core::task::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

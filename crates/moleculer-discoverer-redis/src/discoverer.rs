@@ -455,7 +455,7 @@ impl Discoverer for RedisDiscoverer {
         let period = Duration::from_secs_f64(
             (interval.as_secs_f64() + rand::rng().random_range(-jitter..=jitter)).max(0.05),
         );
-        let task = tokio::spawn(async move {
+        let task = moleculer_core::task::spawn(async move {
             // At once (join fast), then every heartbeat interval.
             while beat_state.link.alive() {
                 beat_state.beat().await;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use moleculer_broker::{BrokerError, Service, ServiceBroker, ServiceBrokerBuilder};
+use moleculer_broker::{BrokerError, LogFormat, Service, ServiceBroker, ServiceBrokerBuilder};
 use moleculer_core::Middleware;
 
 use crate::supervisor::{supervise, Outcome};
@@ -216,7 +216,7 @@ impl Runner {
         // A worker always logs: its output goes to its log file, and the supervisor alone
         // decides (by its own --silent) whether it also reaches the terminal.
         if !args.silent || worker {
-            init_logging(&self.log_level);
+            init_logging(&self.log_level, options.log_format);
         }
         if let Some(instances) = args.instances.filter(|_| !worker) {
             let base = options.node_id.clone().unwrap_or_else(host_name);
@@ -355,15 +355,19 @@ fn with_env_file(
     Ok(env)
 }
 
-/// Logs to stderr at `RUST_LOG` (else `default_level`), unless the program set up logging
-/// itself.
-fn init_logging(default_level: &str) {
+/// Logs to stderr at `RUST_LOG` (else `default_level`), as text or as JSON lines, unless the
+/// program set up logging itself.
+fn init_logging(default_level: &str, format: LogFormat) {
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 /// Resolves on the first SIGINT or SIGTERM (Ctrl-C only, off Unix).

@@ -229,7 +229,7 @@ impl Transporter for RedisTransporter {
             opts: self.opts.clone(),
             subscribed: self.subscribed.clone(),
         };
-        let subscriber = tokio::spawn(subscriber.run(first));
+        let subscriber = moleculer_core::task::spawn(subscriber.run(first));
         let publisher = open_publisher(&client, &url).await;
         *self.running.lock() = Some(Running {
             namespace: setup.namespace,

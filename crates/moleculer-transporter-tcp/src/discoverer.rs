@@ -428,7 +428,7 @@ impl Discoverer for GossipDiscoverer {
         let mut tasks = Vec::new();
         let period = self.state.opts.gossip_period();
         let g = gossip.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(moleculer_core::task::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 ticks.tick().await;
@@ -437,7 +437,7 @@ impl Discoverer for GossipDiscoverer {
         }));
         let g = gossip.clone();
         let every = timing.heartbeat_interval;
-        tasks.push(tokio::spawn(async move {
+        tasks.push(moleculer_core::task::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 ticks.tick().await;
@@ -446,7 +446,7 @@ impl Discoverer for GossipDiscoverer {
         }));
         if let Some(mut events) = self.state.take_events() {
             let g = gossip.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(moleculer_core::task::spawn(async move {
                 while let Some(event) = events.recv().await {
                     match event {
                         PeerEvent::Closed(node) => g.link.report(DiscoveryEvent::Disconnected {

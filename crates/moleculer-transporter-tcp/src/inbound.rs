@@ -142,7 +142,7 @@ impl InboundConnections {
         }
         let table = self.clone();
         let activity = last_active.clone();
-        let task = tokio::spawn(async move {
+        let task = moleculer_core::task::spawn(async move {
             let reader = Reader {
                 table: table.clone(),
                 conn,

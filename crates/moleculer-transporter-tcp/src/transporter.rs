@@ -40,7 +40,7 @@ const GOODBYE_WAIT: Duration = Duration::from_millis(500);
 
 impl Connections {
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().push(tokio::spawn(task));
+        self.tasks.lock().push(moleculer_core::task::spawn(task));
     }
 
     /// The writer for `target`, opening the connection (HELLO first) on first use.
@@ -83,7 +83,7 @@ impl Connections {
         );
         let links = self.clone();
         let node = target.clone();
-        let task = tokio::spawn(async move {
+        let task = moleculer_core::task::spawn(async move {
             let result = write_connection(addr, hello, rx).await;
             // Still the node's connection? Not if it was closed on purpose or replaced.
             let current = {

@@ -70,7 +70,7 @@ pub(crate) async fn start(state: Arc<PeerState>) {
     let announce_state = state.clone();
     let announcement = format!("{namespace}|{node_id}|{}", state.port());
     let period = Duration::from_secs_f64(state.opts.udp_period.max(1.0));
-    let announcer = tokio::spawn(async move {
+    let announcer = moleculer_core::task::spawn(async move {
         let Some(target) = target else { return };
         // At once (join fast), then every period.
         loop {
@@ -84,7 +84,7 @@ pub(crate) async fn start(state: Arc<PeerState>) {
         }
     });
     let listen_state = state.clone();
-    let listener = tokio::spawn(async move {
+    let listener = moleculer_core::task::spawn(async move {
         let state = listen_state;
         let mut buf = [0u8; 512];
         loop {

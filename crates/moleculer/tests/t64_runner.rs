@@ -356,3 +356,59 @@ async fn the_control_socket_lists_restarts_stops_starts_and_scales_workers() {
     );
     assert!(!socket.exists(), "the socket is removed at exit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_one_object_per_line_naming_the_broker() {
+    use std::io::BufRead;
+    let mut child = demo()
+        .env("MOL_NODE_ID", "json-node")
+        .env("MOL_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lines.iter().any(|l: &String| l.contains("demo node ready")) {
+        assert!(Instant::now() < deadline, "no ready line: {lines:#?}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(line);
+        }
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(
+        exit_within(&mut child, Duration::from_secs(15))
+            .await
+            .code(),
+        Some(0)
+    );
+    lines.extend(rx.try_iter());
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["span"]["name"] == "broker" && o["span"]["node"] == "json-node"),
+        "a line from inside the broker names it: {lines:#?}"
+    );
+
+    let out = demo().env("MOL_LOG_FORMAT", "xml").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("logFormat") && err.contains("xml"), "{err}");
+}

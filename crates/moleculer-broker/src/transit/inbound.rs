@@ -40,7 +40,7 @@ fn run_inline_or_spawn(work: impl std::future::Future<Output = ()> + Send + 'sta
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     if work.as_mut().poll(&mut cx).is_pending() {
         // Polled again by the runtime, which registers its own waker.
-        tokio::spawn(work);
+        moleculer_core::task::spawn(work);
     }
 }
 
@@ -139,7 +139,7 @@ impl Inbound {
             Packet::Ping(ping) if !from_self => {
                 let pong = transit.pong_for(&ping);
                 let transit = transit.clone();
-                tokio::spawn(async move {
+                moleculer_core::task::spawn(async move {
                     let _ = transit.send(pong, Some(ping.sender)).await;
                 });
             }
