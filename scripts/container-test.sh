@@ -6,14 +6,17 @@
 #
 # No image can be pulled here, so both base images are made from Debian's packages:
 # `debootstrap --variant=minbase bookworm` imported as the runtime image, and the same with
-# gcc plus this machine's Rust toolchain (and its crate cache) as the build image. Needs root;
+# gcc plus this machine's Rust toolchain as a Rust image, and that with its crate cache (one
+# image per Cargo.lock) as the build image. Needs root;
 # installs docker.io and debootstrap, and starts dockerd (--bridge=none --iptables=false) when
 # none runs. Prints "N passed, M failed" last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE_IMAGE=moleculer-base:bookworm
-BUILDER_IMAGE=moleculer-builder:bookworm
+RUST_IMAGE=moleculer-rust:bookworm
+# The build image carries the crates of this Cargo.lock: a new lock gets a new image.
+BUILDER_IMAGE=moleculer-builder:$(sha256sum Cargo.lock | cut -c1-12)
 IMAGE=moleculer-node:test
 WORK=${CONTAINER_TEST_DIR:-/var/tmp/moleculer-container-test}
 CLI="$(pwd)/target/debug/moleculer"
@@ -64,22 +67,28 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     || { tail -20 "$WORK/debootstrap-base.log" >&2; exit 1; }
   import_rootfs "$WORK/base" "$BASE_IMAGE"
 fi
-if ! docker image inspect "$BUILDER_IMAGE" >/dev/null 2>&1; then
-  echo "making $BUILDER_IMAGE with debootstrap, gcc and this machine's Rust toolchain"
+if ! docker image inspect "$RUST_IMAGE" >/dev/null 2>&1; then
+  echo "making $RUST_IMAGE with debootstrap, gcc and this machine's Rust toolchain"
   rm -rf "$WORK/builder"
   debootstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates bookworm "$WORK/builder" \
     >"$WORK/debootstrap-builder.log" 2>&1 || { tail -20 "$WORK/debootstrap-builder.log" >&2; exit 1; }
   sysroot=$(rustc --print sysroot)
-  mkdir -p "$WORK/builder/usr/local/rust" "$WORK/builder/usr/local/cargo/registry"
+  mkdir -p "$WORK/builder/usr/local/rust"
   cp -a "$sysroot/bin" "$sysroot/lib" "$WORK/builder/usr/local/rust/"
   [ -d "$sysroot/libexec" ] && cp -a "$sysroot/libexec" "$WORK/builder/usr/local/rust/"
-  # The crates this workspace uses, as this machine's cargo downloaded them: the build needs no
-  # network.
-  cargo_home=${CARGO_HOME:-$HOME/.cargo}
-  cp -a "$cargo_home/registry/index" "$cargo_home/registry/cache" "$WORK/builder/usr/local/cargo/registry/"
-  import_rootfs "$WORK/builder" "$BUILDER_IMAGE" \
+  import_rootfs "$WORK/builder" "$RUST_IMAGE" \
     -c 'ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'ENV CARGO_HOME=/usr/local/cargo' -c 'ENV CARGO_NET_OFFLINE=true'
+    -c 'ENV CARGO_HOME=/usr/local/cargo'
+fi
+if ! docker image inspect "$BUILDER_IMAGE" >/dev/null 2>&1; then
+  # The crates this workspace uses, as this machine's cargo downloaded them (the tests before
+  # this step built everything): the build needs no network.
+  echo "making $BUILDER_IMAGE: $RUST_IMAGE with this machine's crates"
+  cargo_home=${CARGO_HOME:-$HOME/.cargo}
+  rm -rf "$WORK/crates" && mkdir -p "$WORK/crates/registry"
+  cp -a "$cargo_home/registry/index" "$cargo_home/registry/cache" "$WORK/crates/registry/"
+  printf 'FROM %s\nCOPY registry /usr/local/cargo/registry\nENV CARGO_NET_OFFLINE=true\n' "$RUST_IMAGE" \
+    | DOCKER_BUILDKIT=0 docker build --quiet -t "$BUILDER_IMAGE" -f - "$WORK/crates" >/dev/null
 fi
 
 # --- the image --------------------------------------------------------------------------------
