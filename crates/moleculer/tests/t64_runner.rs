@@ -264,7 +264,18 @@ async fn sighup_replaces_the_workers_one_by_one_and_no_call_fails() {
 async fn control(base: &str, request: serde_json::Value) -> serde_json::Value {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let path = moleculer::runner::control_socket(base);
-    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    // The socket file appears on bind, a moment before the supervisor listens on it.
+    let mut tries = 0;
+    let stream = loop {
+        match tokio::net::UnixStream::connect(&path).await {
+            Ok(stream) => break stream,
+            Err(_) if tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("cannot reach {}: {err}", path.display()),
+        }
+    };
     let (read, mut write) = stream.into_split();
     write
         .write_all(format!("{request}\n").as_bytes())
