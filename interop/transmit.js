@@ -36,6 +36,11 @@ async function scenario(check, assert, transport, encrypted, method) {
 	try {
 		await js.start();
 		await until("the Rust node to see the JS node", () => rustSees(js, "rust-tx", "js-tx"), 30000);
+		// Over TCP the node can be known a moment before its services: wait for the action too.
+		await until("the Rust node to know jsecho.say", () =>
+			js.call("$node.actions", { onlyAvailable: true }, { nodeID: "rust-tx" })
+				.then(list => list.some(a => a.name === "jsecho.say"))
+				.catch(() => false), 30000);
 
 		await check("JS calls Rust through them (small and large packets)", async () => {
 			assert((await js.call("math.add", { a: 2, b: 3 })) === 5, "a small call");
