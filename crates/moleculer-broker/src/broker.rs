@@ -246,11 +246,48 @@ impl ServiceBroker {
     pub async fn start(&self) -> Result<(), BrokerError> {
         // Everything the start sets going (transporter, discoverer, timers) runs in the
         // broker's span, and so does what it later logs.
-        self.core
-            .lifecycle
-            .start()
-            .instrument(self.core.span.clone())
+        async {
+            // First, so a port in use fails the start before the node joins the cluster.
+            self.serve_metrics().await?;
+            let started = self.core.lifecycle.start().await;
+            if started.is_err() {
+                self.core.metrics_endpoint.lock().take();
+            }
+            started
+        }
+        .instrument(self.core.span.clone())
+        .await
+    }
+
+    async fn serve_metrics(&self) -> Result<(), BrokerError> {
+        let Some(metrics) = self.core.metrics.as_ref().filter(|m| m.settings.serve) else {
+            return Ok(());
+        };
+        let settings = &metrics.settings;
+        let endpoint = crate::metrics::endpoint::serve(metrics.clone())
             .await
+            .map_err(|err| BrokerError::MetricsEndpoint {
+                address: format!("{}:{}", settings.host, settings.port),
+                reason: err.to_string(),
+            })?;
+        tracing::info!("metrics at http://{}{}", endpoint.address, settings.path);
+        *self.core.metrics_endpoint.lock() = Some(endpoint);
+        Ok(())
+    }
+
+    /// Where the `/metrics` endpoint listens while the broker runs (with the port the system
+    /// chose when `metrics.port` is 0); `None` when metrics are off or not served.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.core
+            .metrics_endpoint
+            .lock()
+            .as_ref()
+            .map(|e| e.address)
+    }
+
+    /// Every metric as Prometheus text, as the endpoint serves it; `None` when metrics are off.
+    pub fn metrics_text(&self) -> Option<String> {
+        self.core.metrics.as_ref().map(|m| m.render())
     }
 
     /// `broker{node=...}`: the span this broker's own work runs in, so that its log lines name
@@ -266,6 +303,7 @@ impl ServiceBroker {
             .stop()
             .instrument(self.core.span.clone())
             .await;
+        self.core.metrics_endpoint.lock().take();
     }
 
     /// Calls an action.

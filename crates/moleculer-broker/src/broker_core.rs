@@ -18,6 +18,8 @@ use moleculer_core::{
 use moleculer_registry::{Endpoint, Node, Registry};
 
 use crate::cacher_middleware::{cache_cleaner, CacherMiddleware};
+use crate::metrics::endpoint::Endpoint as MetricsEndpoint;
+use crate::metrics::{BrokerMetrics, MetricsMiddleware, Sources};
 use serde_json::Value;
 
 use crate::bridges::{DynDiscoverer, DynTransporter};
@@ -93,6 +95,10 @@ pub(crate) struct BrokerCore {
     pub span: tracing::Span,
     pub events: Arc<EventBus>,
     pub lifecycle: Lifecycle,
+    /// The metrics, when enabled.
+    pub metrics: Option<Arc<BrokerMetrics>>,
+    /// The `/metrics` endpoint while the broker runs.
+    pub metrics_endpoint: parking_lot::Mutex<Option<MetricsEndpoint>>,
     retry_check: Option<ErrorCheck>,
 }
 
@@ -116,13 +122,16 @@ impl BrokerCore {
     ) -> Result<Arc<Self>, BrokerError> {
         options.validate()?;
         let cacher = resolve_cacher(&options, backends.cacher)?;
+        let mut cacher_stats = None;
         if let Some(cacher) = &cacher {
             // Innermost: the user's middlewares see cached answers too.
             let max = options
                 .cacher
                 .as_ref()
                 .and_then(|c| c.options.max_params_length);
-            middlewares.insert(0, Arc::new(CacherMiddleware::new(cacher.clone(), max)));
+            let middleware = CacherMiddleware::new(cacher.clone(), max);
+            cacher_stats = Some(middleware.stats());
+            middlewares.insert(0, Arc::new(middleware));
         }
         let node_id = options
             .node_id
@@ -164,6 +173,31 @@ impl BrokerCore {
             registry.clone(),
             events.clone(),
         );
+        let metrics = if options.metrics.enabled {
+            let sources = Sources {
+                transit: transit.clone(),
+                registry: registry.clone(),
+                breaker: breaker.clone(),
+                cacher: cacher_stats,
+            };
+            let metrics = BrokerMetrics::new(
+                options.metrics.clone(),
+                &options.namespace,
+                node_id.as_str(),
+                sources,
+            )
+            .map_err(|err| BrokerError::Options {
+                key: "metrics".into(),
+                reason: err.to_string(),
+            })?;
+            let metrics = Arc::new(metrics);
+            // Outermost: a call's time includes every other middleware, and calls the
+            // bulkhead or a breaker refuse are counted too.
+            middlewares.push(Arc::new(MetricsMiddleware::new(metrics.families.clone())));
+            Some(metrics)
+        } else {
+            None
+        };
         let cluster = transit.clone().map(|transit| {
             let discoverer = backends
                 .discoverer
@@ -234,6 +268,8 @@ impl BrokerCore {
                 lifecycle,
                 retry_check: backends.retry_check,
                 cacher,
+                metrics: metrics.clone(),
+                metrics_endpoint: parking_lot::Mutex::new(None),
                 // At error level, so that it is kept whatever level the log filter lets through.
                 span: tracing::error_span!("broker", node = %node_id),
                 node_id,
@@ -241,7 +277,7 @@ impl BrokerCore {
         });
         if core.options.internal_services {
             let options = serde_json::to_value(&core.options).unwrap_or(Value::Null);
-            let bound = node_service(&core.registry, options)?;
+            let bound = node_service(&core.registry, options, core.metrics.as_ref())?;
             core.lifecycle.add(bound, Arc::new(NoHooks))?;
         }
         if let Some(cacher) = &core.cacher {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::broker::ServiceBroker;
 use crate::broker_core::{Backends, BrokerCore};
 use crate::error::BrokerError;
+use crate::metrics::MetricsSettings;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
 
@@ -175,6 +176,13 @@ impl ServiceBrokerBuilder {
     #[must_use]
     pub fn transmit(mut self, settings: TransmitSettings) -> Self {
         self.options.transmit = settings;
+        self
+    }
+
+    /// Metrics: what is measured and where `/metrics` listens (see [`MetricsSettings`]).
+    #[must_use]
+    pub fn metrics(mut self, settings: MetricsSettings) -> Self {
+        self.options.metrics = settings;
         self
     }
 

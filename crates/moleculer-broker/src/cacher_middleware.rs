@@ -10,6 +10,7 @@
 //! broadcasts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,17 @@ pub const CLEAN_EVENT: &str = "$cacher.clean";
 
 type Flight = Shared<BoxFuture<'static, Result<Value>>>;
 
+/// What the cacher middleware counts, for the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct CacherStats {
+    /// Reads of the store.
+    pub get: AtomicU64,
+    /// Reads that found a value.
+    pub found: AtomicU64,
+    /// Writes to the store.
+    pub set: AtomicU64,
+}
+
 /// The cacher middleware of one broker.
 pub(crate) struct CacherMiddleware {
     cacher: Arc<dyn Cacher>,
@@ -38,6 +50,7 @@ pub(crate) struct CacherMiddleware {
     /// Misses being computed, by key: later callers of the same key wait for the first.
     flights: Arc<Mutex<HashMap<String, Flight>>>,
     warnings: Arc<LogThrottle>,
+    stats: Arc<CacherStats>,
 }
 
 impl CacherMiddleware {
@@ -48,7 +61,13 @@ impl CacherMiddleware {
             max_params_length,
             flights: Arc::default(),
             warnings: Arc::new(LogThrottle::new(Duration::from_secs(10))),
+            stats: Arc::default(),
         }
+    }
+
+    /// Its counts of reads, hits and writes.
+    pub fn stats(&self) -> Arc<CacherStats> {
+        self.stats.clone()
     }
 }
 
@@ -68,6 +87,7 @@ impl Middleware for CacherMiddleware {
             max_params_length: self.max_params_length,
             flights: self.flights.clone(),
             warnings: self.warnings.clone(),
+            stats: self.stats.clone(),
         });
         Arc::new(move |ctx: Context| {
             if ctx.meta_get("$cache") == Some(Value::Bool(false)) {
@@ -86,6 +106,7 @@ struct Cached {
     max_params_length: Option<usize>,
     flights: Arc<Mutex<HashMap<String, Flight>>>,
     warnings: Arc<LogThrottle>,
+    stats: Arc<CacherStats>,
 }
 
 impl Cached {
@@ -101,8 +122,10 @@ impl Cached {
                 self.max_params_length,
             )
         });
+        self.stats.get.fetch_add(1, Ordering::Relaxed);
         match self.cacher.get(&key).await {
             Ok(Some(value)) => {
+                self.stats.found.fetch_add(1, Ordering::Relaxed);
                 ctx.set_cached_result();
                 return Ok(value);
             }
@@ -161,6 +184,7 @@ impl Cached {
         let result = next(ctx).await;
         if let Ok(value) = &result {
             let ttl = self.opts.ttl.map(Duration::from_secs);
+            self.stats.set.fetch_add(1, Ordering::Relaxed);
             if let Err(err) = self.cacher.set(&key, value.clone(), ttl).await {
                 self.warn("write", &err);
             }

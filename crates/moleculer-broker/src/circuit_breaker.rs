@@ -39,6 +39,18 @@ struct Endpoint {
     /// Bumped at every state change, so a timer set for an older state does nothing.
     epoch: AtomicU64,
     window_start: Mutex<Instant>,
+    /// How many times it opened, for the metrics.
+    opened: AtomicU64,
+}
+
+/// One endpoint's breaker as the metrics read it.
+pub(crate) struct BreakerSnapshot {
+    pub node: NodeId,
+    pub service: Arc<str>,
+    pub action: Arc<str>,
+    pub state: BreakerState,
+    /// How many times it opened.
+    pub opened: u64,
 }
 
 /// The breaker states of every endpoint this node calls.
@@ -90,6 +102,7 @@ impl CircuitBreaker {
                     service: service.clone(),
                     options: *options,
                     epoch: AtomicU64::new(0),
+                    opened: AtomicU64::new(0),
                     window_start: Mutex::new(Instant::now()),
                 });
                 let (me, watched) = (self.me.clone(), about.clone());
@@ -155,8 +168,26 @@ impl CircuitBreaker {
         }
     }
 
+    /// Every endpoint's breaker: its state and how often it opened.
+    pub fn snapshot(&self) -> Vec<BreakerSnapshot> {
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let (breaker, about) = e.value();
+                BreakerSnapshot {
+                    node: about.node.clone(),
+                    service: about.service.clone(),
+                    action: about.action.clone(),
+                    state: breaker.state(),
+                    opened: about.opened.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
     fn open(&self, breaker: &EndpointBreaker, about: &Arc<Endpoint>) {
         breaker.set_state(BreakerState::Open);
+        about.opened.fetch_add(1, Ordering::Relaxed);
         let epoch = about.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.registry
             .write()

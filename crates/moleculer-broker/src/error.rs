@@ -41,6 +41,14 @@ pub enum BrokerError {
         /// The instance id of the other process.
         other_instance: String,
     },
+    /// The metrics endpoint could not listen.
+    #[error("the metrics endpoint cannot listen on {address}: {reason}")]
+    MetricsEndpoint {
+        /// `host:port` from the `metrics` options.
+        address: String,
+        /// Why (the address is in use, not an address of this host, ...).
+        reason: String,
+    },
     /// `start` was called twice.
     #[error("the broker is already started")]
     AlreadyStarted,

@@ -55,11 +55,11 @@ pub fn ipv4_addresses() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn read(path: &str) -> Option<String> {
+pub(crate) fn read(path: &str) -> Option<String> {
     fs::read_to_string(path).ok()
 }
 
-fn meminfo_kb(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn meminfo_kb(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find(|l| l.starts_with(key))?
         .split_whitespace()

@@ -26,6 +26,7 @@
 //! | `transit/outbound.rs`, `transit/pending.rs` | packets out, pending requests, pings |
 //! | `shared_registry.rs` | the registry as every part shares it |
 //! | `service_schema.rs`, `node_service.rs` | what a service declares; the `$node` service |
+//! | `metrics/` | metrics: the Metrics middleware, process and OS readings, `/metrics`, `$node.metrics` |
 
 mod bridges;
 mod broker;
@@ -44,6 +45,7 @@ mod event_bus;
 pub mod health;
 mod lifecycle;
 mod membership;
+mod metrics;
 mod middleware_bridge;
 mod middleware_chain;
 mod node_id_conflict;
@@ -60,6 +62,7 @@ pub use builder::ServiceBrokerBuilder;
 pub use call_future::CallFuture;
 pub use error::BrokerError;
 pub use event_bus::LocalEvent;
+pub use metrics::{MetricsSettings, DEFAULT_BUCKETS};
 pub use options::{
     BrokerOptions, CacherConfig, LogFormat, RegistrySettings, TrackingSettings, TransitSettings,
 };

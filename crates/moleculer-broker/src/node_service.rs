@@ -7,25 +7,30 @@ use moleculer_registry::{listings, ListOptions};
 use serde_json::{json, Value};
 
 use crate::error::BrokerError;
+use crate::metrics::{listing, BrokerMetrics};
 use crate::service_schema::{BoundService, ServiceSchema};
 use crate::shared_registry::SharedRegistry;
 
-/// `$node.list`, `services`, `actions`, `events`, `health` and `options`.
+/// `$node.list`, `services`, `actions`, `events`, `health`, `metrics` and `options`.
 struct NodeService {
     /// Weak: the registry holds this service's handlers, which hold the service.
     registry: Weak<SharedRegistry>,
     /// The broker's options as `$node.options` answers them.
     options: Value,
+    /// The broker's metrics, when enabled (weak for the same reason).
+    metrics: Option<Weak<BrokerMetrics>>,
 }
 
 /// The `$node` service, bound and ready to host.
 pub(crate) fn node_service(
     registry: &Arc<SharedRegistry>,
     options: Value,
+    metrics: Option<&Arc<BrokerMetrics>>,
 ) -> Result<BoundService, BrokerError> {
     let service = Arc::new(NodeService {
         registry: Arc::downgrade(registry),
         options,
+        metrics: metrics.map(Arc::downgrade),
     });
     schema().bind(&service)
 }
@@ -110,6 +115,23 @@ fn schema() -> ServiceSchema<NodeService> {
                 let registry = svc.registry()?;
                 let client = registry.read().nodes().local().client.clone();
                 Ok(crate::health::health_status(&client, registry.now()))
+            },
+        )
+        .raw_action(
+            "metrics",
+            |svc: Arc<NodeService>, ctx: Context| async move {
+                let Some(metrics) = &svc.metrics else {
+                    return Err(MoleculerError::client(
+                        "Metrics feature is disabled",
+                        400,
+                        "METRICS_DISABLED",
+                        Value::Null,
+                    ));
+                };
+                let metrics = metrics
+                    .upgrade()
+                    .ok_or_else(MoleculerError::broker_disconnected)?;
+                listing::list(&metrics, ctx.params())
             },
         )
         .raw_action(

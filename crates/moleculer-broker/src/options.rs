@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::BrokerError;
+use crate::metrics::MetricsSettings;
 
 /// Options of a [`ServiceBroker`](crate::ServiceBroker). Every field has Moleculer's default;
 /// unknown keys are rejected when read from a config file.
@@ -80,6 +81,9 @@ pub struct BrokerOptions {
     /// `{ type = "MemoryLRU", options = { ttl = 30, max = 500 } }`. None: no caching.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cacher: Option<CacherConfig>,
+    /// Metrics: `metrics = true`, or `{ enabled, host, port, path, ... }` (off by default).
+    #[serde(deserialize_with = "crate::metrics::bool_or_table")]
+    pub metrics: MetricsSettings,
 }
 
 /// The `logFormat` option.
@@ -165,6 +169,7 @@ impl Default for BrokerOptions {
             cacher: None,
             transmit: TransmitSettings::default(),
             log_format: LogFormat::Text,
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -293,6 +298,9 @@ impl BrokerOptions {
         if self.dependency_interval == 0 {
             return Err(invalid("dependencyInterval", "must be above 0 ms"));
         }
+        self.metrics
+            .check()
+            .map_err(|(key, reason)| invalid(&key, reason))?;
         self.strategy_config()?;
         self.serializer_kind()?;
         self.protocol_version()?;

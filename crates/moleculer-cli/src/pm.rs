@@ -121,6 +121,7 @@ fn describe_table(w: &Value) -> String {
         ],
         vec!["Memory".into(), memory_words(&w["memoryKiB"])],
         vec!["Calls served".into(), text(&w["calls"])],
+        vec!["Metrics".into(), text(&w["metrics"])],
         vec!["Log file".into(), text(&w["logFile"])],
         vec!["Command".into(), text(&w["command"])],
     ];

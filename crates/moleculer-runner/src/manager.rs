@@ -216,7 +216,8 @@ impl Manager {
             described["cpuSeconds"] = cpu_s.into();
             described["cpuPercent"] = (100.0 * cpu_s / uptime.max(0.001)).into();
             described["memoryKiB"] = rss_kib.into();
-            described["calls"] = status.map_or(Value::Null, |s| s["calls"].clone());
+            described["calls"] = status.as_ref().map_or(Value::Null, |s| s["calls"].clone());
+            described["metrics"] = status.map_or(Value::Null, |s| s["metrics"].clone());
         }
         described
     }

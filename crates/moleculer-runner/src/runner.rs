@@ -212,7 +212,16 @@ impl Runner {
         let worker = env.iter().any(|(k, _)| k == WORKER_VAR);
         // A worker's ready file doubles as its status file; a lone node writes one on request.
         let status_file = var(READY_FILE_VAR).or_else(|| var(HEALTH_FILE_VAR));
-        let options = load_options(Some(&config), env)?;
+        let worker_index = var(WORKER_VAR).and_then(|n| n.to_str()?.parse::<u16>().ok());
+        let mut options = load_options(Some(&config), env)?;
+        if let Some(n) = worker_index.filter(|_| options.metrics.port != 0) {
+            // Each worker is scraped on its own port: worker n on port + n - 1.
+            options.metrics.port = options
+                .metrics
+                .port
+                .checked_add(n - 1)
+                .ok_or_else(|| Failure::usage(format!("metrics.port {} leaves no port for worker {n} (each worker listens on the next port up)", options.metrics.port)))?;
+        }
         // A worker always logs: its output goes to its log file, and the supervisor alone
         // decides (by its own --silent) whether it also reaches the terminal.
         if !args.silent || worker {
@@ -258,9 +267,16 @@ impl Runner {
         if let Some(file) = status_file {
             // A supervisor waits for this before it replaces the next worker.
             let connected = broker.clone();
-            worker_status::report(file, broker.node_id().to_string(), counter, move || {
-                connected.is_connected()
-            });
+            let metrics = broker
+                .metrics_address()
+                .map(|a| format!("http://{a}{}", options.metrics.path));
+            worker_status::report(
+                file,
+                broker.node_id().to_string(),
+                counter,
+                metrics,
+                move || connected.is_connected(),
+            );
         }
         stop.await;
         tracing::info!(node = %broker.node_id(), "stopping");

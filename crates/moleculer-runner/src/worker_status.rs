@@ -45,10 +45,11 @@ pub(crate) fn report(
     file: PathBuf,
     node_id: String,
     counter: CallCounter,
+    metrics: Option<String>,
     connected: impl Fn() -> bool + Send + 'static,
 ) {
     let write = move |calls: u64| {
-        let status = json!({ "nodeID": node_id, "connected": connected(), "calls": calls });
+        let status = json!({ "nodeID": node_id, "connected": connected(), "calls": calls, "metrics": metrics });
         // Write and rename, so the supervisor never reads half a file.
         let mut partial = file.as_os_str().to_owned();
         partial.push(".tmp");

@@ -72,6 +72,9 @@ impl Inbound {
     /// close a connection that sends little else.
     pub fn receive(self: &Arc<Self>, incoming: Incoming) -> Delivery {
         let transit = &self.transit;
+        transit
+            .stats
+            .count_received(incoming.kind, incoming.payload.len());
         if incoming.payload.len() > transit.max_packet_size {
             transit.stats.oversized.fetch_add(1, Ordering::Relaxed);
             let sender = transit.serializer.sender_hint(&incoming.payload);

@@ -32,6 +32,14 @@ pub struct TransitStats {
     pub wrong_version: AtomicU64,
     /// Responses nobody waits for (late, after a timeout).
     pub orphan_responses: AtomicU64,
+    /// Packets handed to the transporter, by type (indexed like [`PacketType::ALL`]).
+    pub sent: [AtomicU64; PacketType::ALL.len()],
+    /// Bytes handed to the transporter.
+    pub sent_bytes: AtomicU64,
+    /// Packets received from the transporter, by type, before any check.
+    pub received: [AtomicU64; PacketType::ALL.len()],
+    /// Bytes received from the transporter.
+    pub received_bytes: AtomicU64,
 }
 
 impl TransitStats {
@@ -40,6 +48,21 @@ impl TransitStats {
         self.malformed.load(Ordering::Relaxed)
             + self.oversized.load(Ordering::Relaxed)
             + self.wrong_version.load(Ordering::Relaxed)
+    }
+
+    /// Counts one packet handed to the transporter.
+    #[inline]
+    pub(crate) fn count_sent(&self, kind: PacketType, bytes: usize) {
+        self.sent[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one packet received from the transporter.
+    #[inline]
+    pub(crate) fn count_received(&self, kind: PacketType, bytes: usize) {
+        self.received[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -127,6 +150,7 @@ impl Transit {
                 kind,
                 reason: e.to_string(),
             })?;
+        self.stats.count_sent(kind, payload.len());
         self.transporter
             .send(Outgoing {
                 kind,
@@ -178,6 +202,7 @@ impl Transit {
         };
         let sent = match self.encode_request(ctx) {
             Ok(payload) => {
+                self.stats.count_sent(PacketType::Request, payload.len());
                 self.transporter
                     .send(Outgoing {
                         kind: PacketType::Request,

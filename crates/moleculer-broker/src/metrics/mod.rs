@@ -1,0 +1,98 @@
+//! Metrics, with Moleculer's names and labels: calls, events, packets, circuit breakers, the
+//! cacher, the registry, and the process and machine the node runs on. They are kept in a
+//! [`prometheus`] registry per broker (several brokers in one process do not mix), with the
+//! default labels `namespace` and `nodeID`, and read in two ways: Prometheus text on
+//! `http://<host>:<port>/metrics` ([`endpoint`]) and the `$node.metrics` action ([`listing`]).
+//!
+//! Moleculer's dotted names become Prometheus names with `.` and `-` turned into `_`
+//! (`moleculer.request.total` → `moleculer_request_total`); a missing label reads `null`.
+//! Counts that other parts keep anyway (packets, breakers, cache hits, the registry) are
+//! copied into the registry when it is read, so they cost nothing per call here.
+
+mod catalog;
+pub(crate) mod endpoint;
+pub(crate) mod listing;
+mod request_meter;
+mod settings;
+mod system_meter;
+
+use std::sync::Arc;
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+pub(crate) use catalog::Families;
+pub(crate) use request_meter::MetricsMiddleware;
+pub(crate) use settings::bool_or_table;
+pub use settings::{MetricsSettings, DEFAULT_BUCKETS};
+
+use crate::cacher_middleware::CacherStats;
+use crate::circuit_breaker::CircuitBreaker;
+use crate::shared_registry::SharedRegistry;
+use crate::transit::outbound::Transit;
+use system_meter::SystemMeter;
+
+/// What the metrics read when they are collected: the parts that count for themselves.
+pub(crate) struct Sources {
+    pub transit: Option<Arc<Transit>>,
+    pub registry: Arc<SharedRegistry>,
+    pub breaker: Arc<CircuitBreaker>,
+    pub cacher: Option<Arc<CacherStats>>,
+}
+
+/// The metrics of one broker.
+pub(crate) struct BrokerMetrics {
+    registry: Registry,
+    pub families: Arc<Families>,
+    sources: Sources,
+    system: Option<SystemMeter>,
+    pub settings: MetricsSettings,
+}
+
+impl BrokerMetrics {
+    /// Registers every metric, labelled with the broker's namespace and node id.
+    pub fn new(
+        settings: MetricsSettings,
+        namespace: &str,
+        node_id: &str,
+        sources: Sources,
+    ) -> prometheus::Result<Self> {
+        let labels = [
+            ("namespace".to_owned(), namespace.to_owned()),
+            ("nodeID".to_owned(), node_id.to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let registry = Registry::new_custom(None, Some(labels))?;
+        let families = Arc::new(Families::register(&registry, &settings.default_buckets)?);
+        let system = settings
+            .collect_process_metrics
+            .then(|| SystemMeter::register(&registry))
+            .transpose()?;
+        Ok(Self {
+            registry,
+            families,
+            sources,
+            system,
+            settings,
+        })
+    }
+
+    /// Every metric, with the counts other parts keep brought up to date.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.families.refresh(&self.sources);
+        if let Some(system) = &self.system {
+            system.refresh();
+        }
+        self.registry.gather()
+    }
+
+    /// Prometheus text exposition (format 0.0.4) of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into memory fails only on a metric the registry itself rejected.
+        if let Err(err) = TextEncoder::new().encode(&self.gather(), &mut out) {
+            tracing::warn!("cannot encode the metrics: {err}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
