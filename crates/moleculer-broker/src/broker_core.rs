@@ -20,6 +20,7 @@ use moleculer_registry::{Endpoint, Node, Registry};
 use crate::cacher_middleware::{cache_cleaner, CacherMiddleware};
 use crate::metrics::endpoint::Endpoint as MetricsEndpoint;
 use crate::metrics::{BrokerMetrics, MetricsMiddleware, Sources};
+use crate::tracer::TracingMiddleware;
 use serde_json::Value;
 
 use crate::bridges::{DynDiscoverer, DynTransporter};
@@ -173,6 +174,10 @@ impl BrokerCore {
             registry.clone(),
             events.clone(),
         );
+        if options.tracing.enabled {
+            // Inside the metrics: a call's span covers what its handler does, not the counting.
+            middlewares.push(Arc::new(TracingMiddleware::new(options.tracing.clone())));
+        }
         let metrics = if options.metrics.enabled {
             let sources = Sources {
                 transit: transit.clone(),
@@ -193,7 +198,10 @@ impl BrokerCore {
             let metrics = Arc::new(metrics);
             // Outermost: a call's time includes every other middleware, and calls the
             // bulkhead or a breaker refuse are counted too.
-            middlewares.push(Arc::new(MetricsMiddleware::new(metrics.families.clone())));
+            middlewares.push(Arc::new(MetricsMiddleware::new(
+                metrics.families.clone(),
+                options.metrics.local_timing_every,
+            )));
             Some(metrics)
         } else {
             None

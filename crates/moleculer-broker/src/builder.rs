@@ -17,6 +17,7 @@ use crate::error::BrokerError;
 use crate::metrics::MetricsSettings;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
+use crate::tracer::TracingSettings;
 
 /// Builds a [`ServiceBroker`]. Options are checked once, in [`build`](Self::build).
 #[derive(Default)]
@@ -183,6 +184,13 @@ impl ServiceBrokerBuilder {
     #[must_use]
     pub fn metrics(mut self, settings: MetricsSettings) -> Self {
         self.options.metrics = settings;
+        self
+    }
+
+    /// Tracing: a span per action call (and event handler run) with Moleculer's ids.
+    #[must_use]
+    pub fn tracing(mut self, settings: TracingSettings) -> Self {
+        self.options.tracing = settings;
         self
     }
 

@@ -218,6 +218,7 @@ impl EventBus {
             level: ev.level.unwrap_or(1),
             caller: ev.caller.as_deref().map(Arc::from),
             caller_node: Some(ev.sender.clone()),
+            tracing: ev.tracing,
         };
         let groups = ev.groups.as_deref().filter(|g| !g.is_empty());
         let filter = EventGroups::from_names(groups);

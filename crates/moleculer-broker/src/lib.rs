@@ -26,6 +26,7 @@
 //! | `transit/outbound.rs`, `transit/pending.rs` | packets out, pending requests, pings |
 //! | `shared_registry.rs` | the registry as every part shares it |
 //! | `service_schema.rs`, `node_service.rs` | what a service declares; the `$node` service |
+//! | `tracer/` | tracing: a span per action call and event handler, with Moleculer's ids |
 //! | `metrics/` | metrics: the Metrics middleware, process and OS readings, `/metrics`, `$node.metrics` |
 
 mod bridges;
@@ -55,6 +56,7 @@ mod panic_guard;
 mod retry;
 mod service_schema;
 mod shared_registry;
+mod tracer;
 mod transit;
 
 pub use broker::{Service, ServiceBroker};
@@ -68,4 +70,5 @@ pub use options::{
 };
 pub use service_schema::{ActionDef, EventDef, ServiceSchema};
 pub use shared_registry::{BrokerRegistry, LocalAction, LocalSubscription};
+pub use tracer::{TracingSettings, TARGET as TRACING_TARGET};
 pub use transit::{PingResult, TransitStats};

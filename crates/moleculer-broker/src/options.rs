@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::error::BrokerError;
 use crate::metrics::MetricsSettings;
+use crate::tracer::TracingSettings;
 
 /// Options of a [`ServiceBroker`](crate::ServiceBroker). Every field has Moleculer's default;
 /// unknown keys are rejected when read from a config file.
@@ -84,6 +85,9 @@ pub struct BrokerOptions {
     /// Metrics: `metrics = true`, or `{ enabled, host, port, path, ... }` (off by default).
     #[serde(deserialize_with = "crate::metrics::bool_or_table")]
     pub metrics: MetricsSettings,
+    /// Tracing: `tracing = true`, or `{ enabled, actions, events }` (off by default).
+    #[serde(deserialize_with = "crate::tracer::bool_or_table")]
+    pub tracing: TracingSettings,
 }
 
 /// The `logFormat` option.
@@ -170,6 +174,7 @@ impl Default for BrokerOptions {
             transmit: TransmitSettings::default(),
             log_format: LogFormat::Text,
             metrics: MetricsSettings::default(),
+            tracing: TracingSettings::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The request context every handler receives, and the broker handle it calls through.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -176,6 +176,9 @@ pub struct Origin {
     pub caller: Option<Arc<str>>,
     /// The node that asked; `None` for this node.
     pub caller_node: Option<NodeId>,
+    /// Whether the request is traced (Moleculer's `tracing` packet field): `None` until a
+    /// tracer decides, then inherited by every nested call and event.
+    pub tracing: Option<bool>,
 }
 
 impl Origin {
@@ -194,6 +197,7 @@ impl Origin {
                 level: p.level() + 1,
                 caller: Some(p.service_arc().clone()),
                 caller_node: None,
+                tracing: p.tracing(),
             },
         }
     }
@@ -207,6 +211,10 @@ impl Origin {
     }
 }
 
+const UNDECIDED: u8 = 0;
+const NOT_TRACED: u8 = 1;
+const TRACED: u8 = 2;
+
 struct ContextInner {
     target: Arc<ContextTarget>,
     id: OnceLock<Arc<str>>,
@@ -215,6 +223,8 @@ struct ContextInner {
     level: u32,
     caller: Option<Arc<str>>,
     caller_node: Option<NodeId>,
+    /// Moleculer's `tracing` flag: [`UNDECIDED`], [`NOT_TRACED`] or [`TRACED`].
+    tracing: AtomicU8,
     event: Option<EventDelivery>,
     params: Value,
     meta: Mutex<Meta>,
@@ -312,6 +322,11 @@ impl Context {
             level: origin.level,
             caller: origin.caller,
             caller_node: origin.caller_node,
+            tracing: AtomicU8::new(match origin.tracing {
+                None => UNDECIDED,
+                Some(false) => NOT_TRACED,
+                Some(true) => TRACED,
+            }),
             event,
             params,
             meta: Mutex::new(meta),
@@ -320,6 +335,29 @@ impl Context {
             deadline,
             cached_result: AtomicBool::new(false),
         }))
+    }
+
+    /// Whether this request is traced (`None`: no tracer has decided).
+    pub fn tracing(&self) -> Option<bool> {
+        match self.0.tracing.load(Ordering::Relaxed) {
+            TRACED => Some(true),
+            NOT_TRACED => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Decides whether this request is traced, unless a caller already did; returns the
+    /// decision in force. Nested calls and events made afterwards inherit it.
+    pub fn decide_tracing(&self, traced: bool) -> bool {
+        let want = if traced { TRACED } else { NOT_TRACED };
+        match self
+            .0
+            .tracing
+            .compare_exchange(UNDECIDED, want, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => traced,
+            Err(decided) => decided == TRACED,
+        }
     }
 
     /// The context id (generated on first use).

@@ -52,10 +52,12 @@ impl Service for ApiService {
     }
 }
 
+/// Metrics on, any free port, every call timed (the default times one local call in 16).
 fn metrics_on() -> MetricsSettings {
     MetricsSettings {
         enabled: true,
         port: 0,
+        local_timing_every: 1,
         ..MetricsSettings::default()
     }
 }
@@ -402,6 +404,35 @@ async fn a_timed_out_call_counts_as_a_timeout_error() {
     assert_eq!(
         value(&s, "moleculer_request_time_bucket", &le_100),
         Some(1.0)
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn local_calls_are_all_counted_and_one_in_n_timed() {
+    let broker = ServiceBroker::builder()
+        .metrics(MetricsSettings {
+            serve: false,
+            enabled: true,
+            ..MetricsSettings::default()
+        })
+        .build()
+        .unwrap();
+    broker.create_service(MathService).unwrap();
+    broker.start().await.unwrap();
+    for _ in 0..64 {
+        broker
+            .call("math.add", json!({"a": 1, "b": 1}))
+            .await
+            .unwrap();
+    }
+    let s = parse(&broker.metrics_text().unwrap());
+    let add = [("action", "math.add"), ("type", "local")];
+    assert_eq!(value(&s, "moleculer_request_total", &add), Some(64.0));
+    assert_eq!(
+        value(&s, "moleculer_request_time_count", &add),
+        Some(4.0),
+        "one in 16"
     );
     broker.stop().await;
 }

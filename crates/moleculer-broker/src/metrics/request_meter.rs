@@ -15,7 +15,7 @@ use moleculer_core::{
 };
 use parking_lot::RwLock;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
-// Tokio's clock, so paused test time measures as the deadline does.
+// Tokio's clock, which paused test time moves, as it moves the deadlines.
 use tokio::time::Instant;
 
 use super::Families;
@@ -29,17 +29,37 @@ const LEVELS: usize = 16;
 pub(crate) struct MetricsMiddleware {
     families: Arc<Families>,
     levels: Arc<Vec<IntCounter>>,
+    local_timing_every: u32,
+}
+
+thread_local! {
+    /// Local calls started on this thread, for timing one in N.
+    static LOCAL_CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether to time this call: one call in `every` on each thread.
+#[inline]
+fn timed(every: u32) -> bool {
+    if every <= 1 {
+        return true;
+    }
+    LOCAL_CALLS.with(|n| {
+        let seen = n.get();
+        n.set(seen.wrapping_add(1));
+        seen % every == 0
+    })
 }
 
 impl MetricsMiddleware {
     /// Measures into `families`.
-    pub fn new(families: Arc<Families>) -> Self {
+    pub fn new(families: Arc<Families>, local_timing_every: u32) -> Self {
         let levels = (1..=LEVELS)
             .map(|l| families.request_levels.with_label_values(&[&l.to_string()]))
             .collect();
         Self {
             families,
             levels: Arc::new(levels),
+            local_timing_every,
         }
     }
 
@@ -59,17 +79,24 @@ impl MetricsMiddleware {
             [service.to_owned(), action.name.clone(), kind.to_owned()],
         ));
         let levels = self.levels.clone();
+        // Remote calls are timed every time: a clock read is small beside a round trip.
+        let every = if kind == "local" {
+            self.local_timing_every
+        } else {
+            1
+        };
         Arc::new(move |ctx: Context| {
             let series = meter.series(ctx.caller());
             match levels.get(ctx.level().wrapping_sub(1) as usize) {
                 Some(counter) => counter.inc(),
                 None => meter
+                    .labels
                     .families
                     .request_levels
                     .with_label_values(&[&ctx.level().to_string()])
                     .inc(),
             }
-            let run = Run::start(meter.clone(), series, ctx.deadline());
+            let run = Run::start(series, ctx.deadline(), timed(every));
             let fut = next(ctx);
             async move {
                 let mut run = run;
@@ -143,7 +170,7 @@ impl Middleware for MetricsMiddleware {
                 })
             };
             let series = meter.series(ctx.caller());
-            let run = Run::start(meter, series, None);
+            let run = Run::start(series, None, true);
             let fut = next(ctx);
             async move {
                 let mut run = run;
@@ -165,38 +192,19 @@ enum Kind {
     Event,
 }
 
-/// The series of one caller.
-struct Series {
-    caller: Option<Arc<str>>,
-    total: IntCounter,
-    active: IntGauge,
-    time: Histogram,
-}
-
-/// The series of one wrapped action (service, action, type) or event handler (service, group,
-/// event), by caller.
-struct Meter {
+/// The fixed labels of one wrapped action (service, action, type) or event handler (service,
+/// group, event), and where its series live.
+struct Labels {
     families: Arc<Families>,
     kind: Kind,
-    labels: [String; 3],
-    by_caller: RwLock<Vec<Arc<Series>>>,
+    values: [String; 3],
 }
 
-impl Meter {
-    fn new(families: Arc<Families>, kind: Kind, labels: [String; 3]) -> Self {
-        Self {
-            families,
-            kind,
-            labels,
-            by_caller: RwLock::new(Vec::new()),
-        }
-    }
-
-    fn make(&self, caller: Option<&str>) -> Series {
-        let [a, b, c] = &self.labels;
+impl Labels {
+    fn series(self: &Arc<Self>, caller: Option<&str>) -> Series {
+        let [a, b, c] = &self.values;
         let values = [a.as_str(), b, c, caller.unwrap_or("null")];
         let f = &self.families;
-        // Actions label (service, action, type, caller); events (service, group, event, caller).
         let (total, active, time) = match self.kind {
             Kind::Action => (&f.request_total, &f.request_active, &f.request_time),
             Kind::Event => (
@@ -206,31 +214,12 @@ impl Meter {
             ),
         };
         Series {
+            labels: self.clone(),
             caller: caller.map(Arc::from),
             total: total.with_label_values(&values),
             active: active.with_label_values(&values),
             time: time.with_label_values(&values),
         }
-    }
-
-    fn series(&self, caller: Option<&str>) -> Arc<Series> {
-        if let Some(s) = self
-            .by_caller
-            .read()
-            .iter()
-            .find(|s| s.caller.as_deref() == caller)
-        {
-            return s.clone();
-        }
-        let mut list = self.by_caller.write();
-        if let Some(s) = list.iter().find(|s| s.caller.as_deref() == caller) {
-            return s.clone();
-        }
-        let series = Arc::new(self.make(caller));
-        if list.len() < MAX_CALLERS {
-            list.push(series.clone());
-        }
-        series
     }
 
     fn errors(&self) -> &IntCounterVec {
@@ -239,16 +228,28 @@ impl Meter {
             Kind::Event => &self.families.event_received_error_total,
         }
     }
+}
 
-    fn count_error(&self, series: &Series, name: &str, code: u16, kind: Option<&str>) {
-        let [a, b, c] = &self.labels;
+/// The series of one caller.
+struct Series {
+    labels: Arc<Labels>,
+    caller: Option<Arc<str>>,
+    total: IntCounter,
+    active: IntGauge,
+    time: Histogram,
+}
+
+impl Series {
+    fn count_error(&self, name: &str, code: u16, kind: Option<&str>) {
+        let [a, b, c] = &self.labels.values;
         let code = code.to_string();
-        self.errors()
+        self.labels
+            .errors()
             .with_label_values(&[
                 a.as_str(),
                 b,
                 c,
-                series.caller.as_deref().unwrap_or("null"),
+                self.caller.as_deref().unwrap_or("null"),
                 name,
                 &code,
                 kind.unwrap_or("null"),
@@ -257,26 +258,72 @@ impl Meter {
     }
 }
 
+/// The series of one wrapped action or event handler, by caller. Calls from no service (the
+/// most common, from outside any handler) find theirs without a lock.
+struct Meter {
+    labels: Arc<Labels>,
+    no_caller: Arc<Series>,
+    by_caller: RwLock<Vec<Arc<Series>>>,
+}
+
+impl Meter {
+    fn new(families: Arc<Families>, kind: Kind, values: [String; 3]) -> Self {
+        let labels = Arc::new(Labels {
+            families,
+            kind,
+            values,
+        });
+        Self {
+            no_caller: Arc::new(labels.series(None)),
+            labels,
+            by_caller: RwLock::new(Vec::new()),
+        }
+    }
+
+    #[inline]
+    fn series(&self, caller: Option<&str>) -> Arc<Series> {
+        let Some(caller) = caller else {
+            return self.no_caller.clone();
+        };
+        if let Some(s) = self
+            .by_caller
+            .read()
+            .iter()
+            .find(|s| s.caller.as_deref() == Some(caller))
+        {
+            return s.clone();
+        }
+        let mut list = self.by_caller.write();
+        if let Some(s) = list.iter().find(|s| s.caller.as_deref() == Some(caller)) {
+            return s.clone();
+        }
+        let series = Arc::new(self.labels.series(Some(caller)));
+        if list.len() < MAX_CALLERS {
+            list.push(series.clone());
+        }
+        series
+    }
+}
+
 /// One call or handler run being measured. Dropped unfinished (the caller's deadline passed,
 /// or the caller gave up), it still leaves the active gauge and records its time; past the
 /// deadline it counts as a `RequestTimeoutError`, as the caller sees it.
 struct Run {
-    meter: Arc<Meter>,
     series: Arc<Series>,
-    start: Instant,
+    /// When it started, if timed.
+    start: Option<Instant>,
     deadline: Option<Instant>,
     finished: bool,
 }
 
 impl Run {
     #[inline]
-    fn start(meter: Arc<Meter>, series: Arc<Series>, deadline: Option<Instant>) -> Self {
+    fn start(series: Arc<Series>, deadline: Option<Instant>, timed: bool) -> Self {
         series.total.inc();
         series.active.inc();
         Self {
-            meter,
             series,
-            start: Instant::now(),
+            start: timed.then(Instant::now),
             deadline,
             finished: false,
         }
@@ -286,21 +333,23 @@ impl Run {
     fn finish(&mut self, err: Option<&MoleculerError>) {
         self.finished = true;
         if let Some(err) = err {
-            self.meter
-                .count_error(&self.series, &err.name, err.code, err.kind.as_deref());
+            self.series
+                .count_error(&err.name, err.code, err.kind.as_deref());
         }
     }
 }
 
 impl Drop for Run {
+    #[inline]
     fn drop(&mut self) {
         self.series.active.dec();
-        self.series
-            .time
-            .observe(self.start.elapsed().as_secs_f64() * 1000.0);
+        if let Some(start) = self.start {
+            self.series
+                .time
+                .observe(start.elapsed().as_secs_f64() * 1000.0);
+        }
         if !self.finished && self.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.meter.count_error(
-                &self.series,
+            self.series.count_error(
                 moleculer_core::error::names::REQUEST_TIMEOUT,
                 504,
                 Some("REQUEST_TIMEOUT"),

@@ -203,6 +203,7 @@ impl Inbound {
             level: req.level,
             caller: req.caller.as_deref().map(Arc::from),
             caller_node: Some(req.sender.clone()),
+            tracing: req.tracing,
         };
         let (fut, ctx) = {
             let registry = self.registry.read();

@@ -1,0 +1,159 @@
+//! What metrics cost: `cargo bench -p moleculer-broker --bench metrics`.
+//!
+//! Local calls (one thread) and remote calls over the in-memory transporter (JSON, 1 and 100
+//! in flight), each measured with metrics off and on in alternating rounds of the same run,
+//! so the machine's drift hits both alike. Prints the median of each and the overhead.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moleculer_broker::{MetricsSettings, Service, ServiceBroker, ServiceSchema};
+use moleculer_core::memory_transporter::MemoryBus;
+use moleculer_core::Context;
+use serde_json::{json, Value};
+
+struct Bench;
+
+impl Service for Bench {
+    fn schema(&self) -> ServiceSchema<Self> {
+        ServiceSchema::new("bench").raw_action("echo", |_s: Arc<Self>, ctx: Context| async move {
+            Ok(ctx.params().clone())
+        })
+    }
+}
+
+const ROUNDS: usize = 5;
+const LOCAL_TIME: Duration = Duration::from_millis(1500);
+const REMOTE_TIME: Duration = Duration::from_millis(1500);
+
+fn metrics(on: bool) -> MetricsSettings {
+    MetricsSettings {
+        enabled: on,
+        // Kept, not served: the endpoint is not on the call path.
+        serve: false,
+        ..MetricsSettings::default()
+    }
+}
+
+/// Sequential local calls on one thread, calls per second.
+fn local(on: bool) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let broker = ServiceBroker::builder()
+            .node_id("bench")
+            .metrics(metrics(on))
+            .build()
+            .unwrap();
+        broker.create_service(Bench).unwrap();
+        broker.start().await.unwrap();
+        for _ in 0..100_000 {
+            broker.call("bench.echo", Value::Null).await.unwrap();
+        }
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < LOCAL_TIME {
+            for _ in 0..256 {
+                std::hint::black_box(broker.call("bench.echo", Value::Null).await.unwrap());
+            }
+            n += 256;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        broker.stop().await;
+        rate
+    })
+}
+
+/// `in_flight` sequential callers of a node on the same bus, calls per second.
+fn remote(on: bool, in_flight: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bus = MemoryBus::new();
+        let make = |id: &str| {
+            ServiceBroker::builder()
+                .node_id(id)
+                .transporter(bus.transporter())
+                .metrics(metrics(on))
+                .build()
+                .unwrap()
+        };
+        let (caller, callee) = (make("caller"), make("callee"));
+        callee.create_service(Bench).unwrap();
+        callee.start().await.unwrap();
+        caller.start().await.unwrap();
+        caller
+            .wait_for_services(&["bench"], Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let params = json!({"msg": "0123456789"});
+        for _ in 0..2000 {
+            caller.call("bench.echo", params.clone()).await.unwrap();
+        }
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..in_flight)
+            .map(|_| {
+                let (caller, params) = (caller.clone(), params.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while start.elapsed() < REMOTE_TIME {
+                        caller.call("bench.echo", params.clone()).await.unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.unwrap();
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        caller.stop().await;
+        callee.stop().await;
+        rate
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn compare(name: &str, run: impl Fn(bool) -> f64) {
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        if round % 2 == 0 {
+            off.push(run(false));
+            on.push(run(true));
+        } else {
+            on.push(run(true));
+            off.push(run(false));
+        }
+    }
+    let (off, on) = (median(off), median(on));
+    println!(
+        "{name:<34} off {off:>11.0}/s   on {on:>11.0}/s   overhead {:>5.1} %",
+        (off - on) / off * 100.0
+    );
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    println!("moleculer-rs: calls with metrics off and on, median of {ROUNDS} alternating rounds");
+    if wanted("local") {
+        compare("local call, 1 thread", local);
+    }
+    for in_flight in [1, 100] {
+        let name = format!("remote call JSON, {in_flight} in flight");
+        if wanted(&name) {
+            compare(&name, |on| remote(on, in_flight));
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Distributed tracing, as Moleculer does it: every traced action call (and, when asked, event
+//! handler run) is a span whose trace id is the request id, whose id is the context id and
+//! whose parent is the calling context, so a trace crosses nodes in the packets' `requestID`,
+//! `parentID`, `level` and `tracing` fields, JS nodes included.
+//!
+//! Spans are [`tracing`] spans (target `moleculer::tracing`, named `action` or `event`), so
+//! any subscriber layer can record or export them; see `docs/observability.md` for exporting
+//! to OpenTelemetry.
+
+mod settings;
+mod span_middleware;
+
+pub(crate) use settings::bool_or_table;
+pub use settings::TracingSettings;
+pub(crate) use span_middleware::TracingMiddleware;
+
+/// The target of every span the tracer opens.
+pub const TARGET: &str = "moleculer::tracing";

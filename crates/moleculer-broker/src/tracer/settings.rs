@@ -1,0 +1,48 @@
+//! The `tracing` option: `tracing = true`, or a table of the settings below.
+
+use serde::{Deserialize, Serialize};
+
+/// The `tracing` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TracingSettings {
+    /// Open spans and mark new requests as traced. Off by default, as in Moleculer. A request
+    /// that arrives already traced (or already not) keeps its caller's decision.
+    pub enabled: bool,
+    /// A span per action call.
+    pub actions: bool,
+    /// A span per event handler run (off by default, as in Moleculer).
+    pub events: bool,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            actions: true,
+            events: false,
+        }
+    }
+}
+
+/// `tracing = true` / `false` as a short form of `{ enabled = ... }`.
+pub(crate) fn bool_or_table<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<TracingSettings, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Flag(bool),
+        Table(TracingSettings),
+    }
+    let value = serde_json::Value::deserialize(d)?;
+    match Form::deserialize(&value) {
+        Ok(Form::Flag(enabled)) => Ok(TracingSettings {
+            enabled,
+            ..TracingSettings::default()
+        }),
+        Ok(Form::Table(settings)) => Ok(settings),
+        // The table's own error names the bad key; an untagged enum would hide it.
+        Err(_) => TracingSettings::deserialize(value).map_err(serde::de::Error::custom),
+    }
+}

@@ -1,0 +1,113 @@
+//! The Tracing middleware: runs each traced action handler (and event handler, when asked)
+//! inside a span that carries Moleculer's ids.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use moleculer_core::{ActionHandler, ActionInfo, Context, EventHandler, EventInfo, Middleware};
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use super::{TracingSettings, TARGET};
+
+/// The Tracing middleware of one broker.
+pub(crate) struct TracingMiddleware {
+    settings: TracingSettings,
+}
+
+impl TracingMiddleware {
+    pub fn new(settings: TracingSettings) -> Self {
+        Self { settings }
+    }
+}
+
+/// The span of one action call or event handler run.
+fn span_of(ctx: &Context, kind: &'static str, name: &str) -> tracing::Span {
+    let span = match kind {
+        "event" => tracing::info_span!(
+            target: TARGET,
+            "event",
+            otel.name = %format_args!("event '{name}' in '{}'", ctx.service()),
+            event = name,
+            service = ctx.service(),
+            trace_id = &**ctx.request_id(),
+            span_id = &**ctx.id(),
+            parent_id = ctx.parent_id(),
+            level = ctx.level(),
+            caller_node = ctx.node_id().as_str(),
+            remote = ctx.node_id() != ctx.local_node_id(),
+            error = Empty,
+        ),
+        _ => tracing::info_span!(
+            target: TARGET,
+            "action",
+            otel.name = %format_args!("action '{name}'"),
+            action = name,
+            service = ctx.service(),
+            trace_id = &**ctx.request_id(),
+            span_id = &**ctx.id(),
+            parent_id = ctx.parent_id(),
+            level = ctx.level(),
+            caller_node = ctx.node_id().as_str(),
+            remote = ctx.node_id() != ctx.local_node_id(),
+            error = Empty,
+        ),
+    };
+    span
+}
+
+impl Middleware for TracingMiddleware {
+    fn name(&self) -> &str {
+        "Tracing"
+    }
+
+    fn local_action(&self, next: ActionHandler, action: &ActionInfo) -> ActionHandler {
+        if !self.settings.actions {
+            return next;
+        }
+        let name: Arc<str> = Arc::from(action.name.as_str());
+        Arc::new(move |ctx: Context| {
+            // A request nobody decided about yet is traced from here on.
+            if !ctx.decide_tracing(true) {
+                return next(ctx);
+            }
+            let span = span_of(&ctx, "action", &name);
+            let fut = next(ctx);
+            let recorder = span.clone();
+            async move {
+                let result = fut.await;
+                if let Err(err) = &result {
+                    recorder.record("error", err.name.as_str());
+                }
+                result
+            }
+            .instrument(span)
+            .boxed()
+        })
+    }
+
+    fn local_event(&self, next: EventHandler, event: &EventInfo) -> EventHandler {
+        if !self.settings.events {
+            return next;
+        }
+        let name: Arc<str> = Arc::from(event.name.as_str());
+        Arc::new(move |ctx: Context| {
+            // A request nobody decided about yet is traced from here on.
+            if !ctx.decide_tracing(true) {
+                return next(ctx);
+            }
+            let span = span_of(&ctx, "event", &name);
+            let fut = next(ctx);
+            let recorder = span.clone();
+            async move {
+                let result = fut.await;
+                if let Err(err) = &result {
+                    recorder.record("error", err.name.as_str());
+                }
+                result
+            }
+            .instrument(span)
+            .boxed()
+        })
+    }
+}
