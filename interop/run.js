@@ -198,6 +198,7 @@ process.on("uncaughtException", err => {
 	if (only !== "tcp") await require("./redis-outage").run(check, assert);
 	if (only !== "tcp") await require("./cache").run(check, assert);
 	if (!only) await require("./transmit").run(check, assert);
+	if (only !== "redis") await require("./tracing").run(check, assert);
 	if (only !== "redis") await require("./cli").run(check, assert);
 	console.log(`\n${passed} passed, ${failed} failed`);
 	process.exit(failed === 0 ? 0 : 1);

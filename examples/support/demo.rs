@@ -121,7 +121,8 @@ struct Relay {
 
 /// `relay.call {action, params}` and `relay.emit {event, params, broadcast}`: this node calls or
 /// emits on a caller's behalf (the interop suite drives Rust → Node.js traffic with it). The
-/// caller's meta travels on, and the callee's meta comes back in the reply.
+/// caller's meta travels on, and the callee's meta and the relaying context's ids come back
+/// in the reply.
 pub struct RelayService;
 
 impl Service for RelayService {
@@ -130,7 +131,12 @@ impl Service for RelayService {
             .action("call", |_s: Arc<Self>, ctx: Context, r: Relay| async move {
                 let action = r.action.unwrap_or_default();
                 let data = ctx.call(&action, r.params).await?;
-                Ok(json!({ "data": data, "meta": ctx.meta() }))
+                // The relaying context's ids, so a caller can check how its trace went on.
+                let context = json!({
+                    "id": &**ctx.id(), "parentID": ctx.parent_id(), "requestID": &**ctx.request_id(),
+                    "level": ctx.level(), "tracing": ctx.tracing(),
+                });
+                Ok(json!({ "data": data, "meta": ctx.meta(), "context": context }))
             })
             .action("emit", |_s: Arc<Self>, ctx: Context, r: Relay| async move {
                 let event = r.event.unwrap_or_default();

@@ -288,6 +288,44 @@ mod tests {
     }
 
     #[test]
+    fn metrics_and_tracing_come_from_the_environment_and_bad_keys_are_named() {
+        let o = load_options(
+            None,
+            env(&[
+                ("MOL_METRICS__ENABLED", "true"),
+                ("MOL_METRICS__PORT", "3100"),
+                ("MOL_METRICS__HOST", "0.0.0.0"),
+                ("MOL_TRACING__ENABLED", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(o.metrics.enabled && o.tracing.enabled);
+        assert_eq!((o.metrics.port, o.metrics.host.as_str()), (3100, "0.0.0.0"));
+        assert_eq!(o.metrics.path, "/metrics");
+        let o = load_options(None, env(&[("MOL_METRICS", "true")])).unwrap();
+        assert!(
+            o.metrics.enabled && o.metrics.port == 3030,
+            "the short form"
+        );
+
+        let err = load_options(None, env(&[("MOL_METRICS__PROT", "3100")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics") && err.contains("unknown field `prot`"),
+            "{err}"
+        );
+        let err = load_options(None, env(&[("MOL_METRICS__PORT", "70000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics"), "{err}");
+        let err = load_options(None, env(&[("MOL_METRICS__PATH", "metrics")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics.path") && err.contains("'/'"), "{err}");
+    }
+
+    #[test]
     fn transmit_settings_come_from_the_environment_and_bad_ones_are_named() {
         let o = load_options(
             None,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_broker::{Service, ServiceBroker, ServiceSchema, TracingSettings, TRACING_TARGET};
+use moleculer_broker::{Service, ServiceSchema, TracingSettings, TRACING_TARGET};
 use moleculer_core::{Context, MoleculerError};
 use moleculer_test::Cluster;
 use parking_lot::Mutex;
