@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::broker::ServiceBroker;
 use crate::broker_core::{Backends, BrokerCore};
 use crate::error::BrokerError;
-use crate::metrics::MetricsSettings;
+use crate::metrics_settings::MetricsSettings;
 use crate::middleware_bridge::ErasedMiddleware;
 use crate::options::BrokerOptions;
 use crate::tracer::TracingSettings;

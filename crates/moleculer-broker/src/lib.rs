@@ -47,6 +47,7 @@ pub mod health;
 mod lifecycle;
 mod membership;
 mod metrics;
+mod metrics_settings;
 mod middleware_bridge;
 mod middleware_chain;
 mod node_id_conflict;
@@ -64,7 +65,7 @@ pub use builder::ServiceBrokerBuilder;
 pub use call_future::CallFuture;
 pub use error::BrokerError;
 pub use event_bus::LocalEvent;
-pub use metrics::{MetricsSettings, DEFAULT_BUCKETS};
+pub use metrics_settings::{MetricsSettings, DEFAULT_BUCKETS};
 pub use options::{
     BrokerOptions, CacherConfig, LogFormat, RegistrySettings, TrackingSettings, TransitSettings,
 };

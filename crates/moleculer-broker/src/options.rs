@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::BrokerError;
-use crate::metrics::MetricsSettings;
+use crate::metrics_settings::MetricsSettings;
 use crate::tracer::TracingSettings;
 
 /// Options of a [`ServiceBroker`](crate::ServiceBroker). Every field has Moleculer's default;
@@ -83,7 +83,7 @@ pub struct BrokerOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cacher: Option<CacherConfig>,
     /// Metrics: `metrics = true`, or `{ enabled, host, port, path, ... }` (off by default).
-    #[serde(deserialize_with = "crate::metrics::bool_or_table")]
+    #[serde(deserialize_with = "crate::metrics_settings::bool_or_table")]
     pub metrics: MetricsSettings,
     /// Tracing: `tracing = true`, or `{ enabled, actions, events }` (off by default).
     #[serde(deserialize_with = "crate::tracer::bool_or_table")]

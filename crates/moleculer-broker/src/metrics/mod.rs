@@ -13,17 +13,15 @@ mod catalog;
 pub(crate) mod endpoint;
 pub(crate) mod listing;
 mod request_meter;
-mod settings;
 mod system_meter;
 
 use std::sync::Arc;
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
+use crate::metrics_settings::MetricsSettings;
 pub(crate) use catalog::Families;
 pub(crate) use request_meter::MetricsMiddleware;
-pub(crate) use settings::bool_or_table;
-pub use settings::{MetricsSettings, DEFAULT_BUCKETS};
 
 use crate::cacher_middleware::CacherStats;
 use crate::circuit_breaker::CircuitBreaker;

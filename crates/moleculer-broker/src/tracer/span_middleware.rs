@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
-use moleculer_core::{ActionHandler, ActionInfo, Context, EventHandler, EventInfo, Middleware};
+use moleculer_core::{
+    ActionHandler, ActionInfo, Context, EventHandler, EventInfo, Middleware, Result,
+};
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -56,6 +59,23 @@ fn span_of(ctx: &Context, kind: &'static str, name: &str) -> tracing::Span {
     span
 }
 
+/// Runs a handler's future in `span`, recording the error's name on failure.
+fn in_span<T: Send + 'static>(
+    fut: BoxFuture<'static, Result<T>>,
+    span: tracing::Span,
+) -> BoxFuture<'static, Result<T>> {
+    let recorder = span.clone();
+    async move {
+        let result = fut.await;
+        if let Err(err) = &result {
+            recorder.record("error", err.name.as_str());
+        }
+        result
+    }
+    .instrument(span)
+    .boxed()
+}
+
 impl Middleware for TracingMiddleware {
     fn name(&self) -> &str {
         "Tracing"
@@ -72,17 +92,7 @@ impl Middleware for TracingMiddleware {
                 return next(ctx);
             }
             let span = span_of(&ctx, "action", &name);
-            let fut = next(ctx);
-            let recorder = span.clone();
-            async move {
-                let result = fut.await;
-                if let Err(err) = &result {
-                    recorder.record("error", err.name.as_str());
-                }
-                result
-            }
-            .instrument(span)
-            .boxed()
+            in_span(next(ctx), span)
         })
     }
 
@@ -97,17 +107,7 @@ impl Middleware for TracingMiddleware {
                 return next(ctx);
             }
             let span = span_of(&ctx, "event", &name);
-            let fut = next(ctx);
-            let recorder = span.clone();
-            async move {
-                let result = fut.await;
-                if let Err(err) = &result {
-                    recorder.record("error", err.name.as_str());
-                }
-                result
-            }
-            .instrument(span)
-            .boxed()
+            in_span(next(ctx), span)
         })
     }
 }

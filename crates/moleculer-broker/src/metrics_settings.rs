@@ -1,4 +1,5 @@
-//! The `metrics` option: `metrics = true`, or a table of the settings below.
+//! The `metrics` option: `metrics = true`, or a table of the settings below. Kept apart from
+//! `metrics/` so the options need nothing of what the metrics read.
 
 use serde::{Deserialize, Serialize};
 
