@@ -196,12 +196,8 @@ impl BrokerCore {
                 reason: err.to_string(),
             })?;
             let metrics = Arc::new(metrics);
-            // Outermost: a call's time includes every other middleware, and calls the
-            // bulkhead or a breaker refuse are counted too.
-            middlewares.push(Arc::new(MetricsMiddleware::new(
-                metrics.families.clone(),
-                options.metrics.local_timing_every,
-            )));
+            // Outermost for events; action calls are measured by the call future.
+            middlewares.push(Arc::new(MetricsMiddleware::new(metrics.clone())));
             Some(metrics)
         } else {
             None
@@ -253,6 +249,7 @@ impl BrokerCore {
                 breaker.clone(),
                 tracker.in_flight(),
                 handle.clone(),
+                metrics.clone(),
             );
             let lifecycle = Lifecycle::new(
                 node_id.clone(),
@@ -265,6 +262,7 @@ impl BrokerCore {
                 tracker,
                 breaker,
                 handle,
+                metrics.clone(),
             );
             BrokerCore {
                 instance_id,

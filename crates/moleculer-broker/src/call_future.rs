@@ -11,6 +11,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures::future::BoxFuture;
 use moleculer_core::bulkhead::Admission;
+use moleculer_core::call_meter::CallOutcome;
 use moleculer_core::in_flight::Entered;
 use moleculer_core::{Context, MoleculerError, Result};
 use serde_json::Value;
@@ -47,6 +48,8 @@ struct Running {
     /// Without a recovery of its own, a failed call follows its endpoint's retry plan (a
     /// request served for another node does not: its caller recovers).
     endpoint_plan: bool,
+    /// Reported to the endpoint's meter as started, and not yet as ended.
+    metering: bool,
 }
 
 /// The parts of a call that only some calls have.
@@ -58,6 +61,16 @@ struct Extras {
 }
 
 impl Running {
+    /// Tells the endpoint's meter how the call ended.
+    #[inline]
+    fn report(&mut self, outcome: CallOutcome<'_>) {
+        self.metering = false;
+        if let Some(meter) = &self.ctx.target().meter {
+            let elapsed = self.ctx.timed_at().map(|at| at.elapsed());
+            meter.finished(self.ctx.caller(), elapsed, outcome);
+        }
+    }
+
     /// Leaves the bulkhead queue, if waiting in it.
     fn take_queued(&mut self) -> Option<oneshot::Receiver<()>> {
         self.extras.as_mut().and_then(|e| e.queued.take())
@@ -83,6 +96,9 @@ impl Running {
 impl Drop for Running {
     #[inline]
     fn drop(&mut self) {
+        if self.metering {
+            self.report(CallOutcome::Abandoned);
+        }
         self.release_slot();
         if let (Some(entered), Some(tracker)) = (self.entered, self.ctx.tracker()) {
             tracker.leave(entered);
@@ -130,11 +146,26 @@ impl CallFuture {
         record: bool,
         on_failure: OnFailure,
     ) -> Self {
+        let metering = match &ctx.target().meter {
+            Some(meter) => {
+                if meter.started(ctx.caller(), ctx.level()) {
+                    ctx.start_timing();
+                }
+                true
+            }
+            None => false,
+        };
         let (holds_slot, queued) = match ctx.target().bulkhead.as_ref().map(|b| b.enter()) {
             None => (false, None),
             Some(Admission::Entered) => (true, None),
             Some(Admission::Queued(rx)) => (false, Some(rx)),
-            Some(Admission::Full(err)) => return CallFuture::failed(err),
+            Some(Admission::Full(err)) => {
+                if let Some(meter) = ctx.target().meter.as_ref().filter(|_| metering) {
+                    let elapsed = ctx.timed_at().map(|at| at.elapsed());
+                    meter.finished(ctx.caller(), elapsed, CallOutcome::Failed(&err));
+                }
+                return CallFuture::failed(err);
+            }
         };
         let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let entered = ctx.tracker().map(|t| t.enter());
@@ -159,6 +190,7 @@ impl CallFuture {
             holds_slot,
             record,
             endpoint_plan,
+            metering,
         }))
     }
 }
@@ -184,6 +216,12 @@ impl Running {
     /// turns into the retry future.
     #[inline]
     fn finish(&mut self, result: Result<Value>) -> Finish {
+        if self.metering {
+            self.report(match &result {
+                Ok(_) => CallOutcome::Answered,
+                Err(err) => CallOutcome::Failed(err),
+            });
+        }
         self.release_slot();
         if let Some(parent) = &self.parent {
             parent.merge_meta(self.ctx.take_meta());
@@ -316,6 +354,7 @@ mod tests {
             bulkhead: None,
             breaker: None,
             retry: None,
+            meter: None,
         });
         Context::for_call(
             target,

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::call_future::CallFuture;
 use crate::circuit_breaker::CircuitBreaker;
+use crate::metrics::BrokerMetrics;
 use crate::middleware_chain::MiddlewareChain;
 use crate::panic_guard::start_handler;
 use crate::retry::{recover, retry_plan, Failed, OnFailure, Recovery};
@@ -52,6 +53,8 @@ pub(crate) struct CallRouter {
     breaker_on: bool,
     /// Where remote call contexts count themselves (tracking).
     in_flight: Option<Arc<InFlight>>,
+    /// The metrics, which give each remote action its meter.
+    metrics: Option<Arc<BrokerMetrics>>,
 }
 
 impl CallRouter {
@@ -65,6 +68,7 @@ impl CallRouter {
         breaker: Arc<CircuitBreaker>,
         in_flight: Option<Arc<InFlight>>,
         broker: Weak<dyn BrokerHandle>,
+        metrics: Option<Arc<BrokerMetrics>>,
     ) -> Self {
         let remote_base = transit.map(|transit| -> ActionHandler {
             Arc::new(move |ctx: Context| {
@@ -89,6 +93,7 @@ impl CallRouter {
             breaker_on: breaker.base.is_enabled(),
             breaker,
             in_flight,
+            metrics,
         }
     }
 
@@ -337,6 +342,10 @@ impl CallRouter {
                 bulkhead: None,
                 breaker,
                 retry,
+                meter: self
+                    .metrics
+                    .as_ref()
+                    .map(|m| m.remote_action_meter(&endpoint.name)),
             });
             drop(registry);
             let origin = origin.from_node(self.node_id.clone());

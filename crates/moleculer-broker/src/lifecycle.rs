@@ -21,6 +21,7 @@ use crate::cluster::Cluster;
 use crate::context_tracker::ContextTracker;
 use crate::error::BrokerError;
 use crate::event_bus::EventBus;
+use crate::metrics::BrokerMetrics;
 use crate::middleware_chain::MiddlewareChain;
 use crate::options::BrokerOptions;
 use crate::retry::retry_plan;
@@ -58,6 +59,8 @@ struct ServiceEntry {
 
 /// Starts and stops the broker and its services.
 pub(crate) struct Lifecycle {
+    /// The metrics, which give each local action its meter.
+    metrics: Option<Arc<BrokerMetrics>>,
     node_id: NodeId,
     pub state: Arc<StateCell>,
     services: Mutex<Vec<ServiceEntry>>,
@@ -93,8 +96,10 @@ impl Lifecycle {
         tracker: Arc<ContextTracker>,
         breaker: Arc<CircuitBreaker>,
         broker: Weak<dyn BrokerHandle>,
+        metrics: Option<Arc<BrokerMetrics>>,
     ) -> Self {
         Self {
+            metrics,
             node_id,
             state,
             services: Mutex::new(Vec::new()),
@@ -132,7 +137,12 @@ impl Lifecycle {
         breaker: Option<Arc<EndpointBreaker>>,
         retry: Option<RetryPlan>,
     ) -> Arc<ContextTarget> {
+        let meter = action
+            .as_deref()
+            .zip(self.metrics.as_ref())
+            .map(|(name, metrics)| metrics.local_action_meter(name));
         Arc::new(ContextTarget {
+            meter,
             broker: self.broker.clone(),
             local_node: self.node_id.clone(),
             service: service.clone(),

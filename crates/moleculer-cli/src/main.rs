@@ -13,6 +13,7 @@
 mod bench;
 mod commands;
 mod control_client;
+mod monit;
 mod pm;
 mod pm_logs;
 mod pm_monit;
@@ -122,6 +123,16 @@ pub enum Command {
         /// What to do
         #[command(subcommand)]
         action: PmAction,
+    },
+    /// A live view of every node's metrics: requests and errors per second, mean time,
+    /// requests in progress, CPU and memory (nodes need `metrics` on)
+    Monit {
+        /// Seconds between refreshes
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Stop after this many refreshes
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Calls an action over and over, then prints throughput and latency percentiles
     Bench {

@@ -13,10 +13,16 @@ use support::{free_port, moleculer, stdout_json};
 /// A node with `Echo` and a `user.*` listener (recording into `heard`), on the cluster `urls`
 /// names.
 async fn node(id: &str, urls: &str, heard: &Recorder) -> ServiceBroker {
-    let env = vec![
+    node_with(id, urls, heard, &[]).await
+}
+
+/// [`node`] with more `MOL_*` settings.
+async fn node_with(id: &str, urls: &str, heard: &Recorder, more: &[(&str, &str)]) -> ServiceBroker {
+    let mut env = vec![
         ("MOL_NODE_ID".to_owned(), id.to_owned()),
         ("MOL_TRANSPORTER".to_owned(), urls.to_owned()),
     ];
+    env.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let options = moleculer_runner::load_options(None, env).unwrap();
     let broker = moleculer_runner::builder_for(&options)
         .unwrap()
@@ -235,4 +241,72 @@ async fn an_unreachable_transporter_is_named_and_the_command_fails() {
 
     let out = moleculer(&["--bogus"]).await;
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monit_reads_every_nodes_metrics() {
+    let (seed_port, other_port) = (free_port(), free_port());
+    let urls = format!("tcp://127.0.0.1:{seed_port}/seed,127.0.0.1:{other_port}/other");
+    let heard = Recorder::default();
+    let metrics = [
+        ("MOL_METRICS__ENABLED", "true"),
+        ("MOL_METRICS__SERVE", "false"),
+    ];
+    let seed = node_with("seed", &urls, &heard, &metrics).await;
+    let other = node("other", &urls, &heard).await;
+    // Traffic served by the seed while the command watches.
+    let caller = seed.clone();
+    let traffic = tokio::spawn(async move {
+        let opts = moleculer_core::CallOptions::default().node_id("seed");
+        loop {
+            let _ = caller
+                .call_with("echo.where", serde_json::json!({}), opts.clone())
+                .await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let t = format!("tcp://127.0.0.1:{seed_port}/seed");
+    let out = moleculer(&[
+        "-t",
+        &t,
+        "--json",
+        "monit",
+        "--count",
+        "2",
+        "--interval",
+        "0.5",
+    ])
+    .await;
+    traffic.abort();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    let row = |frame: &serde_json::Value, node: &str| {
+        frame
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == node)
+            .cloned()
+            .unwrap_or_else(|| panic!("{node} in {frame}"))
+    };
+    let first = row(&frames[0], "seed");
+    assert!(first["requestsPerSecond"].is_null(), "no rate yet: {first}");
+    let second = row(&frames[1], "seed");
+    let rate = second["requestsPerSecond"].as_f64().unwrap();
+    assert!(rate > 10.0, "the seed serves calls: {second}");
+    assert!(second["memoryBytes"].as_f64().unwrap() > 1e6, "{second}");
+    assert_eq!(
+        row(&frames[1], "other")["unavailable"],
+        "metrics are off on this node"
+    );
+    seed.stop().await;
+    other.stop().await;
 }

@@ -27,6 +27,21 @@ fn supervised_binary() -> PathBuf {
 }
 
 /// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
+/// The text a `/metrics` endpoint on this port serves.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("nothing listens on {port}: {e}"));
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -50,6 +65,11 @@ async fn pm_describes_logs_monitors_and_reloads_a_supervised_group() {
     );
     let log_dir = std::env::temp_dir().join(format!("{base}-logs"));
     let _ = std::fs::remove_dir_all(&log_dir);
+    // Worker n serves its metrics on metrics_port + n - 1: two free ports in a row.
+    let metrics_port = (0..50)
+        .map(|_| free_port())
+        .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("two free ports in a row");
     let mut supervisor: Child = Command::new(supervised_binary())
         .args([
             "--instances",
@@ -62,6 +82,8 @@ async fn pm_describes_logs_monitors_and_reloads_a_supervised_group() {
         .arg(&log_dir)
         .env("MOL_NODE_ID", &base)
         .env("MOL_TRANSPORTER", &urls)
+        .env("MOL_METRICS__ENABLED", "true")
+        .env("MOL_METRICS__PORT", metrics_port.to_string())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -88,6 +110,19 @@ async fn pm_describes_logs_monitors_and_reloads_a_supervised_group() {
             served_by.insert(answer["node"].as_str().unwrap_or_default().to_owned());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each worker is scraped on its own port, and names itself.
+    for n in 1..=2u16 {
+        let text = scrape(metrics_port + n - 1).await;
+        assert!(
+            text.contains(&format!("nodeID=\"{base}-worker-{n}\"")),
+            "worker {n} on port {}: {text}",
+            metrics_port + n - 1
+        );
+        assert!(
+            text.contains("moleculer_request_total{action=\"echo.where\""),
+            "{text}"
+        );
     }
     let running = Arc::new(AtomicBool::new(true));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -139,6 +174,10 @@ async fn pm_describes_logs_monitors_and_reloads_a_supervised_group() {
     assert!(described["calls"].as_u64().unwrap() > 0, "{described}");
     let log_1 = log_dir.join(format!("{base}-worker-1.log"));
     assert_eq!(described["logFile"], log_1.to_str().unwrap());
+    assert_eq!(
+        described["metrics"],
+        format!("http://127.0.0.1:{metrics_port}/metrics")
+    );
     let out = moleculer(&["pm", &base, "describe", "1"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::bulkhead::Bulkhead;
+use crate::call_meter::CallMeter;
 use crate::endpoint_breaker::EndpointBreaker;
 use crate::error::{MoleculerError, Result};
 use crate::fault_tolerance::RetryPlan;
@@ -149,6 +150,8 @@ pub struct ContextTarget {
     /// How the calling node retries a failed call to this endpoint (the action's policy over
     /// the caller's), when retries are on for it and the call sets nothing of its own.
     pub retry: Option<RetryPlan>,
+    /// What counts and times the endpoint's calls (the broker's metrics), when on.
+    pub meter: Option<Arc<dyn CallMeter>>,
 }
 
 impl std::fmt::Debug for ContextTarget {
@@ -233,6 +236,8 @@ struct ContextInner {
     deadline: Option<Instant>,
     /// Whether the answer came from the cache (Moleculer's `ctx.cachedResult`).
     cached_result: AtomicBool,
+    /// When a meter started timing the call, if it times this one.
+    timed_at: OnceLock<Instant>,
 }
 
 /// The context of one action call or event delivery: params, meta, ids, call depth and the
@@ -334,6 +339,7 @@ impl Context {
             timeout,
             deadline,
             cached_result: AtomicBool::new(false),
+            timed_at: OnceLock::new(),
         }))
     }
 
@@ -358,6 +364,16 @@ impl Context {
             Ok(_) => traced,
             Err(decided) => decided == TRACED,
         }
+    }
+
+    /// Starts timing the call (for the calls its endpoint's [`CallMeter`] times).
+    pub fn start_timing(&self) {
+        let _ = self.0.timed_at.set(Instant::now());
+    }
+
+    /// When timing started, if the call is timed.
+    pub fn timed_at(&self) -> Option<Instant> {
+        self.0.timed_at.get().copied()
     }
 
     /// The context id (generated on first use).

@@ -10,6 +10,7 @@
 pub mod bulkhead;
 pub mod cache_key;
 pub mod cacher;
+pub mod call_meter;
 pub mod call_options;
 pub mod context;
 pub mod discoverer;

@@ -218,6 +218,11 @@ async fn scraped_metrics_count_calls_errors_events_and_packets() {
         value(&s, "moleculer_request_levels", &[("level", "2")]),
         Some(1.0)
     );
+    assert_eq!(
+        value(&s, "moleculer_request_levels", &[("level", "1")]),
+        Some(4.0),
+        "3 adds and a reject came from outside any handler"
+    );
     // Default labels on every sample.
     assert!(s.iter().all(
         |x| x.labels.get("nodeID").map(String::as_str) == Some("node-1")

@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 
 use moleculer_core::protocol::PacketType;
+use prometheus::core::Collector;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -45,6 +47,8 @@ pub(crate) struct Families {
     pub request_error_total: IntCounterVec,
     pub request_time: HistogramVec,
     pub request_levels: IntCounterVec,
+    /// `request_levels` for levels 2 to [`LEVELS`], made on first use.
+    deeper_levels: [OnceLock<IntCounter>; LEVELS as usize - 1],
     pub event_emit_total: IntCounterVec,
     pub event_broadcast_total: IntCounterVec,
     pub event_broadcast_local_total: IntCounterVec,
@@ -139,11 +143,50 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Call levels with a counter made in advance.
+const LEVELS: u32 = 16;
+
 impl Families {
+    /// Counts a call at `level` (2 or more; level 1 is worked out when read).
+    #[inline]
+    pub fn count_level(&self, level: u32) {
+        match self.deeper_levels.get(level.wrapping_sub(2) as usize) {
+            Some(slot) => slot
+                .get_or_init(|| self.request_levels.with_label_values(&[&level.to_string()]))
+                .inc(),
+            None => self
+                .request_levels
+                .with_label_values(&[&level.to_string()])
+                .inc(),
+        }
+    }
+
+    /// Sets level 1 of `moleculer_request_levels` from the number of calls started: every
+    /// call not counted at a deeper level.
+    pub fn settle_levels(&self, started: u64) {
+        let deeper: u64 = self
+            .request_levels
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "level" && l.value() != "1")
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum();
+        catch_up(
+            &self.request_levels.with_label_values(&["1"]),
+            started.saturating_sub(deeper),
+        );
+    }
+
     /// Creates and registers every family; histograms get `buckets` (milliseconds).
     pub fn register(r: &Registry, buckets: &[f64]) -> prometheus::Result<Self> {
         let event_sent = ["event", "groups"];
         Ok(Self {
+            deeper_levels: std::array::from_fn(|_| OnceLock::new()),
             request_total: counters(
                 r,
                 "moleculer.request.total",

@@ -12,11 +12,15 @@
 mod catalog;
 pub(crate) mod endpoint;
 pub(crate) mod listing;
+pub(crate) mod meter;
 mod request_meter;
 mod system_meter;
 
 use std::sync::Arc;
 
+use dashmap::DashMap;
+use moleculer_core::call_meter::CallMeter;
+use parking_lot::Mutex;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::metrics_settings::MetricsSettings;
@@ -27,7 +31,16 @@ use crate::cacher_middleware::CacherStats;
 use crate::circuit_breaker::CircuitBreaker;
 use crate::shared_registry::SharedRegistry;
 use crate::transit::outbound::Transit;
+use meter::{Kind, Meter};
 use system_meter::SystemMeter;
+
+/// An action's fixed labels: its service (the name up to the last dot), name and type.
+fn action_labels(action: &str, kind: &str) -> [String; 3] {
+    let service = action
+        .rsplit_once('.')
+        .map_or("null", |(service, _)| service);
+    [service.to_owned(), action.to_owned(), kind.to_owned()]
+}
 
 /// What the metrics read when they are collected: the parts that count for themselves.
 pub(crate) struct Sources {
@@ -44,6 +57,10 @@ pub(crate) struct BrokerMetrics {
     sources: Sources,
     system: Option<SystemMeter>,
     pub settings: MetricsSettings,
+    /// Every meter made, for the counts worked out when read.
+    meters: Mutex<Vec<Arc<Meter>>>,
+    /// The meters of remote actions, by action name.
+    remote: DashMap<String, Arc<Meter>>,
 }
 
 impl BrokerMetrics {
@@ -72,12 +89,52 @@ impl BrokerMetrics {
             sources,
             system,
             settings,
+            meters: Mutex::new(Vec::new()),
+            remote: DashMap::new(),
         })
+    }
+
+    /// A new meter, kept for reading.
+    pub fn meter(&self, kind: Kind, labels: [String; 3], timing_every: u32) -> Arc<Meter> {
+        let meter = Arc::new(Meter::new(
+            self.families.clone(),
+            kind,
+            labels,
+            timing_every,
+        ));
+        self.meters.lock().push(meter.clone());
+        meter
+    }
+
+    /// The meter of a local action, made when its service is added.
+    pub fn local_action_meter(&self, action: &str) -> Arc<dyn CallMeter> {
+        let every = self.settings.local_timing_every;
+        self.meter(Kind::Action, action_labels(action, "local"), every)
+    }
+
+    /// The meter of a remote action, made on its first call. Remote calls are timed every
+    /// time: a clock read is small beside a round trip.
+    pub fn remote_action_meter(&self, action: &str) -> Arc<dyn CallMeter> {
+        if let Some(meter) = self.remote.get(action) {
+            return meter.clone();
+        }
+        self.remote
+            .entry(action.to_owned())
+            .or_insert_with(|| self.meter(Kind::Action, action_labels(action, "remote"), 1))
+            .clone()
     }
 
     /// Every metric, with the counts other parts keep brought up to date.
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.families.refresh(&self.sources);
+        let mut started = 0;
+        for meter in self.meters.lock().iter() {
+            let n = meter.settle();
+            if meter.is_action() {
+                started += n;
+            }
+        }
+        self.families.settle_levels(started);
         if let Some(system) = &self.system {
             system.refresh();
         }

@@ -408,6 +408,7 @@ mod tests {
             bulkhead: None,
             breaker: None,
             retry: None,
+            meter: None,
         });
         Context::for_call(
             target,
