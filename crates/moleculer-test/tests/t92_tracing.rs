@@ -1,76 +1,37 @@
 //! Traces across nodes: a call chain over two brokers gives one trace whose spans link to
-//! their callers by Moleculer's ids, recorded by an in-process layer standing in for an
-//! exporter; an error is recorded on its span; the caller's decision travels in the packets.
+//! their callers by Moleculer's ids, recorded in process (standing in for a collector)
+//! exporter through the crate's exporter layer, and shaped as OpenTelemetry spans; an error
+//! is recorded on its span; the first traced node decides.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_broker::{Service, ServiceSchema, TracingSettings, TRACING_TARGET};
+use moleculer_broker::{FinishedSpan, Service, ServiceSchema, SpanExport, TracingSettings};
 use moleculer_core::{Context, MoleculerError};
 use moleculer_test::Cluster;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
-use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
 
-/// A finished span as an exporter would see it.
-#[derive(Debug, Clone, Default)]
-struct Exported {
-    name: String,
-    fields: HashMap<String, String>,
-    closed: bool,
-}
-
-/// Records every span of the tracer's target, with its fields.
+/// The spans the tracer's exporter layer handed over.
 #[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<HashMap<u64, Exported>>>,
-}
+struct Collected(Arc<Mutex<Vec<FinishedSpan>>>);
 
-struct Fields<'a>(&'a mut HashMap<String, String>);
+impl Collected {
+    /// Records this thread's finished spans until the guard drops.
+    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let collected = Collected::default();
+        let sink = collected.clone();
+        let export = SpanExport::new(move |span| sink.0.lock().push(span));
+        let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(export));
+        (collected, guard)
+    }
 
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Collector {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: LayerContext<'_, S>) {
-        if attrs.metadata().target() != TRACING_TARGET {
-            return;
-        }
-        let mut span = Exported {
-            name: attrs.metadata().name().to_owned(),
-            ..Exported::default()
-        };
-        attrs.record(&mut Fields(&mut span.fields));
-        self.spans.lock().insert(id.into_u64(), span);
-    }
-    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: LayerContext<'_, S>) {
-        if let Some(span) = self.spans.lock().get_mut(&id.into_u64()) {
-            values.record(&mut Fields(&mut span.fields));
-        }
-    }
-    fn on_close(&self, id: Id, _ctx: LayerContext<'_, S>) {
-        if let Some(span) = self.spans.lock().get_mut(&id.into_u64()) {
-            span.closed = true;
-        }
-    }
-}
-
-impl Collector {
-    fn of(&self, action: &str) -> Vec<Exported> {
-        self.spans
+    fn of(&self, action: &str) -> Vec<FinishedSpan> {
+        self.0
             .lock()
-            .values()
-            .filter(|s| s.fields.get("action").map(String::as_str) == Some(action))
+            .iter()
+            .filter(|s| s.tags.get("action").map(String::as_str) == Some(action))
             .cloned()
             .collect()
     }
@@ -112,9 +73,7 @@ fn traced() -> TracingSettings {
 
 #[tokio::test(flavor = "current_thread")]
 async fn one_trace_across_nodes_with_parent_links() {
-    let collector = Collector::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(collector.clone()));
+    let (collector, _guard) = Collected::install();
     let cluster = Cluster::start(
         2,
         |_, b| b.tracing(traced()),
@@ -139,49 +98,55 @@ async fn one_trace_across_nodes_with_parent_links() {
     let [work] = collector.of("back.work").try_into().unwrap();
     let [leaf] = collector.of("back.leaf").try_into().unwrap();
     let [fail] = collector.of("back.fail").try_into().unwrap();
-    let trace = &go.fields["trace_id"];
+    let trace = &go.trace_id;
     for span in [&go, &work, &leaf, &fail] {
-        assert_eq!(span.name, "action");
-        assert!(span.closed, "{span:?} is finished");
-        assert_eq!(&span.fields["trace_id"], trace, "one trace: {span:?}");
+        assert_eq!(span.kind, "action");
+        assert_eq!(&span.trace_id, trace, "one trace: {span:?}");
     }
+    assert_eq!(go.name, "action 'front.go'", "Moleculer's span name");
+    assert_eq!(go.span_id, *trace, "the root's id is the request id");
+    assert_eq!(go.parent_id, None, "the root has no parent");
+    assert_eq!(work.parent_id.as_ref(), Some(&go.span_id), "crossed nodes");
     assert_eq!(
-        go.fields["span_id"], *trace,
-        "the root's id is the request id"
-    );
-    assert!(
-        !go.fields.contains_key("parent_id"),
-        "the root has no parent"
-    );
-    assert_eq!(
-        work.fields["parent_id"], go.fields["span_id"],
-        "crossed nodes"
-    );
-    assert_eq!(
-        work.fields["span_id"], answer["id"],
+        work.span_id, answer["id"],
         "the span is the callee's context"
     );
-    assert_eq!(work.fields["remote"], "true");
-    assert_eq!(work.fields["caller_node"], "node-0");
-    assert_eq!(leaf.fields["parent_id"], work.fields["span_id"]);
+    assert_eq!(work.tags["remote"], "true");
+    assert_eq!(work.tags["caller_node"], "node-0");
+    assert_eq!(leaf.parent_id.as_ref(), Some(&work.span_id));
     assert_eq!(
         (
-            go.fields["level"].as_str(),
-            work.fields["level"].as_str(),
-            leaf.fields["level"].as_str()
+            go.tags["level"].as_str(),
+            work.tags["level"].as_str(),
+            leaf.tags["level"].as_str()
         ),
         ("1", "2", "3")
     );
-    assert_eq!(fail.fields["error"], "MoleculerClientError");
-    assert!(!leaf.fields.contains_key("error"));
+    assert_eq!(fail.error.as_deref(), Some("MoleculerClientError"));
+    assert_eq!(leaf.error, None);
+    assert!(
+        go.duration >= work.duration,
+        "the caller's span covers the callee's"
+    );
+
+    // As OpenTelemetry spans: one trace id, parents linked by the same mapping of ids.
+    let (go, work, fail) = (go.to_otlp(), work.to_otlp(), fail.to_otlp());
+    assert_eq!(go["traceId"].as_str().unwrap().len(), 32);
+    assert_eq!(go["traceId"], work["traceId"]);
+    assert_eq!(go["spanId"].as_str().unwrap().len(), 16);
+    assert_eq!(work["parentSpanId"], go["spanId"]);
+    assert!(go.get("parentSpanId").is_none());
+    assert_eq!(fail["status"]["code"], 2);
+    assert_eq!(go["status"]["code"], 1);
+    let start: u128 = work["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    let end: u128 = work["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    assert!(end >= start && start > 1_600_000_000_000_000_000);
     cluster.stop_all().await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_first_traced_node_decides_and_untraced_nodes_open_no_spans() {
-    let collector = Collector::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(collector.clone()));
+    let (collector, _guard) = Collected::install();
     // node-0 does not trace; node-1 does and decides for the requests it receives.
     let cluster = Cluster::start(
         2,
@@ -204,10 +169,10 @@ async fn the_first_traced_node_decides_and_untraced_nodes_open_no_spans() {
     assert!(collector.of("front.go").is_empty(), "node-0 opens no spans");
     let [work] = collector.of("back.work").try_into().unwrap();
     let [leaf] = collector.of("back.leaf").try_into().unwrap();
-    assert_eq!(leaf.fields["parent_id"], work.fields["span_id"]);
-    assert_eq!(leaf.fields["trace_id"], work.fields["trace_id"]);
+    assert_eq!(leaf.parent_id.as_ref(), Some(&work.span_id));
+    assert_eq!(leaf.trace_id, work.trace_id);
     assert!(
-        work.fields.contains_key("parent_id"),
+        work.parent_id.is_some(),
         "its parent is node-0's untraced context"
     );
     cluster.stop_all().await;

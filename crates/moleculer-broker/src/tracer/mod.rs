@@ -4,14 +4,16 @@
 //! `parentID`, `level` and `tracing` fields, JS nodes included.
 //!
 //! Spans are [`tracing`] spans (target `moleculer::tracing`, named `action` or `event`), so
-//! any subscriber layer can record or export them; see `docs/observability.md` for exporting
-//! to OpenTelemetry.
+//! any subscriber layer can record or export them. [`SpanExport`] is such a layer: it hands
+//! each finished span to a function, and [`FinishedSpan::to_otlp`] shapes it for OpenTelemetry.
 
 mod settings;
+mod span_export;
 mod span_middleware;
 
 pub(crate) use settings::bool_or_table;
 pub use settings::TracingSettings;
+pub use span_export::{FinishedSpan, SpanExport};
 pub(crate) use span_middleware::TracingMiddleware;
 
 /// The target of every span the tracer opens.
