@@ -1,8 +1,9 @@
 //! What metrics cost: `cargo bench -p moleculer-broker --bench metrics`.
 //!
-//! Local calls (one thread) and remote calls over the in-memory transporter (JSON, 1 and 100
-//! in flight), each measured with metrics off and on in alternating rounds of the same run,
-//! so the machine's drift hits both alike. Prints the median of each and the overhead.
+//! Local calls and remote calls over the in-memory transporter (JSON, 1 and 100 in flight),
+//! all on one thread, each measured with metrics off and on in alternating rounds of the same
+//! run, so the machine's drift hits both alike. Prints the median of each and the overhead.
+//! `scripts/bench-metrics.sh` runs it beside the same measure of Moleculer (Node.js).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,9 +67,10 @@ fn local(on: bool) -> f64 {
     })
 }
 
-/// `in_flight` sequential callers of a node on the same bus, calls per second.
+/// `in_flight` sequential callers of a node on the same bus, calls per second. On one thread,
+/// as Node.js runs: the cost per call shows without the noise of two threads trading work.
 fn remote(on: bool, in_flight: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -143,7 +145,57 @@ fn compare(name: &str, run: impl Fn(bool) -> f64) {
     );
 }
 
+/// A fixed number of calls in one mode, for counting instructions:
+/// `BENCH_CALLS=<n> BENCH_METRICS=on|off valgrind --tool=callgrind <bench binary> local|remote`.
+/// Two counts (n and 2n calls) give the instructions per call, set-up excluded.
+fn fixed(calls: u64, on: bool, remote: bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bus = MemoryBus::new();
+        let make = |id: &str| {
+            ServiceBroker::builder()
+                .node_id(id)
+                .transporter(bus.transporter())
+                .metrics(metrics(on))
+                .build()
+                .unwrap()
+        };
+        let (caller, callee) = (make("caller"), make("callee"));
+        callee.create_service(Bench).unwrap();
+        callee.start().await.unwrap();
+        caller.start().await.unwrap();
+        caller
+            .wait_for_services(&["bench"], Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let (who, params) = if remote {
+            (&caller, json!({"msg": "0123456789"}))
+        } else {
+            (&callee, Value::Null)
+        };
+        let start = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(who.call("bench.echo", params.clone()).await.unwrap());
+        }
+        eprintln!("{calls} calls in {:?}", start.elapsed());
+        caller.stop().await;
+        callee.stop().await;
+    });
+}
+
 fn main() {
+    if let Some(calls) = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        let on = std::env::var("BENCH_METRICS").is_ok_and(|m| m == "on");
+        let remote = std::env::args().any(|a| a == "remote");
+        fixed(calls, on, remote);
+        return;
+    }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     println!("moleculer-rs: calls with metrics off and on, median of {ROUNDS} alternating rounds");

@@ -30,20 +30,26 @@ pub(crate) enum Kind {
 }
 
 thread_local! {
-    /// Calls started on this thread, for timing one in N.
-    static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Calls to start on this thread before the next timed one.
+    static UNTIL_TIMED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether to time this call: one call in `every` on each thread.
+/// Whether to time this call: one call in `every` on each thread, the first one included.
+/// A countdown, not a division: this runs on every call.
 #[inline]
 fn timed(every: u32) -> bool {
     if every <= 1 {
         return true;
     }
-    CALLS.with(|n| {
-        let seen = n.get();
-        n.set(seen.wrapping_add(1));
-        seen % every == 0
+    UNTIL_TIMED.with(|left| match left.get() {
+        0 => {
+            left.set(every - 1);
+            true
+        }
+        n => {
+            left.set(n - 1);
+            false
+        }
     })
 }
 
