@@ -140,6 +140,11 @@ impl Bulkhead {
         }
     }
 
+    /// Requests holding a slot right now.
+    pub fn in_flight(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
     /// Requests waiting for a slot right now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)

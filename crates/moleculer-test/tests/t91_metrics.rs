@@ -32,6 +32,9 @@ impl Service for MathService {
                     Value::Null,
                 ))
             })
+            .raw_action("crash", |_s: Arc<Self>, _ctx: Context| async move {
+                Err::<Value, _>(MoleculerError::server("boom", 500, "BOOM", Value::Null))
+            })
             .raw_action("slow", |_s: Arc<Self>, _ctx: Context| async move {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 Ok(Value::Null)
@@ -485,4 +488,137 @@ async fn metrics_off_says_so_and_bad_settings_are_named() {
         "{err}"
     );
     assert!(!broker.is_started());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulkhead_slots_and_queue_show_while_calls_wait() {
+    let broker = ServiceBroker::builder()
+        .metrics(MetricsSettings {
+            serve: false,
+            ..metrics_on()
+        })
+        .bulkhead(moleculer_core::BulkheadOptions {
+            enabled: Some(true),
+            concurrency: Some(1),
+            max_queue_size: Some(10),
+        })
+        .build()
+        .unwrap();
+    broker.create_service(MathService).unwrap();
+    broker.start().await.unwrap();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let b = broker.clone();
+            tokio::spawn(async move { b.call("math.slow", json!({})).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = parse(&broker.metrics_text().unwrap());
+    let slow = [("service", "math"), ("action", "math.slow")];
+    assert_eq!(
+        value(&s, "moleculer_request_bulkhead_inflight", &slow),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "moleculer_request_bulkhead_queue_size", &slow),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&s, "moleculer_request_active", &[("action", "math.slow")]),
+        Some(3.0),
+        "queued calls are in progress too"
+    );
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let s = parse(&broker.metrics_text().unwrap());
+    assert_eq!(
+        value(&s, "moleculer_request_bulkhead_inflight", &slow),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&s, "moleculer_request_bulkhead_queue_size", &slow),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&s, "moleculer_request_active", &[("action", "math.slow")]),
+        Some(0.0)
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_breaker_shows_with_the_node_it_cut_off() {
+    let breaker = moleculer_core::CircuitBreakerOptions {
+        enabled: Some(true),
+        threshold: Some(0.5),
+        window_time: Some(60.0),
+        min_request_count: Some(4),
+        half_open_time: Some(10_000),
+    };
+    let cluster = Cluster::start(
+        2,
+        |_, b| {
+            b.metrics(MetricsSettings {
+                serve: false,
+                ..metrics_on()
+            })
+            .circuit_breaker(breaker)
+        },
+        |i, broker| {
+            if i == 1 {
+                broker.create_service(MathService).unwrap();
+            }
+        },
+    )
+    .await;
+    let caller = cluster.node(0);
+    caller
+        .wait_for_services(&["math"], Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let err = caller.call("math.crash", json!({})).await.unwrap_err();
+        assert_eq!(err.code, 500);
+    }
+    let s = parse(&caller.metrics_text().unwrap());
+    let cut = [
+        ("affectedNodeID", "node-1"),
+        ("service", "math"),
+        ("action", "math.crash"),
+    ];
+    assert_eq!(
+        value(&s, "moleculer_circuit_breaker_opened_total", &cut),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "moleculer_circuit_breaker_opened_active", &cut),
+        Some(1.0)
+    );
+    let crashed = [
+        ("action", "math.crash"),
+        ("type", "remote"),
+        ("errorCode", "500"),
+        ("errorName", "MoleculerServerError"),
+    ];
+    assert_eq!(
+        value(&s, "moleculer_request_error_total", &crashed),
+        Some(4.0)
+    );
+    // After halfOpenTime the breaker half-opens: the open gauge goes, the half-open one shows.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let s = parse(&caller.metrics_text().unwrap());
+    assert_eq!(
+        value(&s, "moleculer_circuit_breaker_opened_active", &cut),
+        None
+    );
+    assert_eq!(
+        value(&s, "moleculer_circuit_breaker_half_opened_active", &cut),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "moleculer_circuit_breaker_opened_total", &cut),
+        Some(1.0)
+    );
+    cluster.stop_all().await;
 }

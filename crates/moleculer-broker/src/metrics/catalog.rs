@@ -73,6 +73,8 @@ pub(crate) struct Families {
     breaker_opened_active: IntGaugeVec,
     breaker_opened_total: IntCounterVec,
     breaker_half_opened_active: IntGaugeVec,
+    bulkhead_inflight: IntGaugeVec,
+    bulkhead_queue_size: IntGaugeVec,
     cacher_get_total: IntCounter,
     cacher_found_total: IntCounter,
     cacher_set_total: IntCounter,
@@ -351,6 +353,18 @@ impl Families {
                 "Number of half-open circuit breakers",
                 &BREAKER_LABELS,
             )?,
+            bulkhead_inflight: gauges(
+                r,
+                "moleculer.request.bulkhead.inflight",
+                "Number of requests holding a bulkhead slot",
+                &["service", "action"],
+            )?,
+            bulkhead_queue_size: gauges(
+                r,
+                "moleculer.request.bulkhead.queue.size",
+                "Number of requests waiting for a bulkhead slot",
+                &["service", "action"],
+            )?,
             cacher_get_total: counter(r, "moleculer.cacher.get.total", "Number of cache reads")?,
             cacher_found_total: counter(r, "moleculer.cacher.found.total", "Number of cache hits")?,
             cacher_set_total: counter(r, "moleculer.cacher.set.total", "Number of cache writes")?,
@@ -420,6 +434,25 @@ impl Families {
                 .set(count(registry.actions().lists().len()));
             self.registry_events_total
                 .set(count(registry.events().lists().len()));
+            // Bulkheads of local actions.
+            for list in registry.actions().lists() {
+                for endpoint in list.endpoints() {
+                    let Some(bulkhead) = endpoint
+                        .handler
+                        .as_ref()
+                        .and_then(|l| l.target.bulkhead.as_ref())
+                    else {
+                        continue;
+                    };
+                    let labels = [&*endpoint.service, &*endpoint.name];
+                    self.bulkhead_inflight
+                        .with_label_values(&labels)
+                        .set(count(bulkhead.in_flight()));
+                    self.bulkhead_queue_size
+                        .with_label_values(&labels)
+                        .set(count(bulkhead.queued()));
+                }
+            }
             let local = registry.local_node_id().as_str();
             self.broker_local_services_total
                 .set(count(registry.services().on_node(local).count()));
