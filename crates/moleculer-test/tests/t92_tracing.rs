@@ -40,9 +40,14 @@ impl Collected {
 struct Front;
 impl Service for Front {
     fn schema(&self) -> ServiceSchema<Self> {
-        ServiceSchema::new("front").raw_action("go", |_s: Arc<Self>, ctx: Context| async move {
-            ctx.call("back.work", json!({})).await
-        })
+        ServiceSchema::new("front")
+            .raw_action("go", |_s: Arc<Self>, ctx: Context| async move {
+                ctx.call("back.work", json!({})).await
+            })
+            .raw_action("place", |_s: Arc<Self>, ctx: Context| async move {
+                ctx.emit("order.placed", json!({"id": 1})).await?;
+                Ok(json!(&**ctx.id()))
+            })
     }
 }
 
@@ -60,6 +65,9 @@ impl Service for Back {
             })
             .raw_action("fail", |_s: Arc<Self>, _ctx: Context| async move {
                 Err::<Value, _>(MoleculerError::client("no", 400, "NO", Value::Null))
+            })
+            .event("order.placed", |_s: Arc<Self>, _ctx: Context| async move {
+                Ok(())
             })
     }
 }
@@ -175,5 +183,62 @@ async fn the_first_traced_node_decides_and_untraced_nodes_open_no_spans() {
         work.parent_id.is_some(),
         "its parent is node-0's untraced context"
     );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_handler_span_continues_the_emitters_trace() {
+    let (collector, _guard) = Collected::install();
+    let with_events = TracingSettings {
+        enabled: true,
+        events: true,
+        ..TracingSettings::default()
+    };
+    let cluster = Cluster::start(
+        2,
+        |_, b| b.tracing(with_events.clone()),
+        |i, broker| {
+            if i == 0 {
+                broker.create_service(Front).unwrap();
+            } else {
+                broker.create_service(Back).unwrap();
+            }
+        },
+    )
+    .await;
+    cluster
+        .node(0)
+        .wait_for_services(&["back"], Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let placer = cluster
+        .node(0)
+        .call("front.place", json!({}))
+        .await
+        .unwrap();
+    let mut handled = Vec::new();
+    for _ in 0..100 {
+        handled = collector
+            .0
+            .lock()
+            .iter()
+            .filter(|s| s.kind == "event")
+            .cloned()
+            .collect();
+        if !handled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let [event] = handled.try_into().unwrap();
+    let [place] = collector.of("front.place").try_into().unwrap();
+    assert_eq!(event.name, "event 'order.placed' in 'back'");
+    assert_eq!(event.trace_id, place.trace_id, "one trace");
+    assert_eq!(
+        event.parent_id.as_deref(),
+        placer.as_str(),
+        "its parent is the emitting call"
+    );
+    assert_eq!(event.tags["remote"], "true");
     cluster.stop_all().await;
 }
