@@ -71,5 +71,7 @@ pub use options::{
 };
 pub use service_schema::{ActionDef, EventDef, ServiceSchema};
 pub use shared_registry::{BrokerRegistry, LocalAction, LocalSubscription};
-pub use tracer::{FinishedSpan, SpanExport, TracingSettings, TARGET as TRACING_TARGET};
+pub use tracer::{
+    FinishedSpan, SamplingSettings, SpanExport, TracingSettings, TARGET as TRACING_TARGET,
+};
 pub use transit::{PingResult, TransitStats};

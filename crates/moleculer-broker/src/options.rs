@@ -306,6 +306,9 @@ impl BrokerOptions {
         self.metrics
             .check()
             .map_err(|(key, reason)| invalid(&key, reason))?;
+        self.tracing
+            .check()
+            .map_err(|(key, reason)| invalid(&key, reason))?;
         self.strategy_config()?;
         self.serializer_kind()?;
         self.protocol_version()?;

@@ -242,3 +242,60 @@ async fn an_event_handler_span_continues_the_emitters_trace() {
     assert_eq!(event.tags["remote"], "true");
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_left_out_by_sampling_is_left_out_downstream_too() {
+    let (collector, _guard) = Collected::install();
+    // node-0 samples nothing; node-1 would trace everything it decides about, but the
+    // decision arrives with the request, in the packet's tracing flag.
+    let cluster = Cluster::start(
+        2,
+        |i, b| {
+            let rate = if i == 0 { 0.0 } else { 1.0 };
+            b.tracing(TracingSettings {
+                enabled: true,
+                sampling: moleculer_broker::SamplingSettings { rate },
+                ..TracingSettings::default()
+            })
+        },
+        |i, broker| {
+            if i == 0 {
+                broker.create_service(Front).unwrap();
+            } else {
+                broker.create_service(Back).unwrap();
+            }
+        },
+    )
+    .await;
+    cluster
+        .node(0)
+        .wait_for_services(&["back"], Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        cluster.node(0).call("front.go", json!({})).await.unwrap();
+    }
+    assert!(
+        collector.0.lock().is_empty(),
+        "no span anywhere: {:?}",
+        collector.0.lock()
+    );
+    // A call that starts on node-1 is decided there.
+    cluster.node(1).call("back.leaf", json!({})).await.unwrap();
+    assert_eq!(collector.of("back.leaf").len(), 1);
+    cluster.stop_all().await;
+
+    let err = moleculer_broker::ServiceBroker::builder()
+        .tracing(TracingSettings {
+            enabled: true,
+            sampling: moleculer_broker::SamplingSettings { rate: 1.5 },
+            ..TracingSettings::default()
+        })
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "invalid broker option `tracing.sampling.rate`: must be between 0 and 1 (got 1.5)"
+    );
+}

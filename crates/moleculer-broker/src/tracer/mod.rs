@@ -12,7 +12,7 @@ mod span_export;
 mod span_middleware;
 
 pub(crate) use settings::bool_or_table;
-pub use settings::TracingSettings;
+pub use settings::{SamplingSettings, TracingSettings};
 pub use span_export::{FinishedSpan, SpanExport};
 pub(crate) use span_middleware::TracingMiddleware;
 

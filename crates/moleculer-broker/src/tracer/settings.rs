@@ -13,6 +13,37 @@ pub struct TracingSettings {
     pub actions: bool,
     /// A span per event handler run (off by default, as in Moleculer).
     pub events: bool,
+    /// Which requests are traced.
+    pub sampling: SamplingSettings,
+}
+
+/// The `tracing.sampling` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SamplingSettings {
+    /// The share of new requests traced, from 0 to 1 (1: all, as Moleculer's default). The
+    /// decision is made once, by the first traced node a request reaches, and travels with it,
+    /// so a trace is kept or dropped whole.
+    pub rate: f64,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        Self { rate: 1.0 }
+    }
+}
+
+impl TracingSettings {
+    /// Rejects settings the tracer cannot work with, naming the key.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if !(0.0..=1.0).contains(&self.sampling.rate) {
+            return Err((
+                "tracing.sampling.rate".into(),
+                format!("must be between 0 and 1 (got {})", self.sampling.rate),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TracingSettings {
@@ -21,6 +52,7 @@ impl Default for TracingSettings {
             enabled: false,
             actions: true,
             events: false,
+            sampling: SamplingSettings::default(),
         }
     }
 }

@@ -24,6 +24,15 @@ impl TracingMiddleware {
     }
 }
 
+/// Whether `ctx`'s request is traced: as decided upstream, or else decided here, at `rate`.
+#[inline]
+fn traced(ctx: &Context, rate: f64) -> bool {
+    match ctx.tracing() {
+        Some(decided) => decided,
+        None => ctx.decide_tracing(rate >= 1.0 || (rate > 0.0 && rand::random::<f64>() < rate)),
+    }
+}
+
 /// The span of one action call or event handler run.
 fn span_of(ctx: &Context, kind: &'static str, name: &str) -> tracing::Span {
     let span = match kind {
@@ -86,9 +95,9 @@ impl Middleware for TracingMiddleware {
             return next;
         }
         let name: Arc<str> = Arc::from(action.name.as_str());
+        let rate = self.settings.sampling.rate;
         Arc::new(move |ctx: Context| {
-            // A request nobody decided about yet is traced from here on.
-            if !ctx.decide_tracing(true) {
+            if !traced(&ctx, rate) {
                 return next(ctx);
             }
             let span = span_of(&ctx, "action", &name);
@@ -101,9 +110,9 @@ impl Middleware for TracingMiddleware {
             return next;
         }
         let name: Arc<str> = Arc::from(event.name.as_str());
+        let rate = self.settings.sampling.rate;
         Arc::new(move |ctx: Context| {
-            // A request nobody decided about yet is traced from here on.
-            if !ctx.decide_tracing(true) {
+            if !traced(&ctx, rate) {
                 return next(ctx);
             }
             let span = span_of(&ctx, "event", &name);
