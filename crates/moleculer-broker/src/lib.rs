@@ -72,6 +72,7 @@ pub use options::{
 pub use service_schema::{ActionDef, EventDef, ServiceSchema};
 pub use shared_registry::{BrokerRegistry, LocalAction, LocalSubscription};
 pub use tracer::{
-    FinishedSpan, SamplingSettings, SpanExport, TracingSettings, TARGET as TRACING_TARGET,
+    otlp_export, ExporterSettings, FinishedSpan, OtlpShipper, SamplingSettings, SpanExport,
+    TracingSettings, TARGET as TRACING_TARGET,
 };
 pub use transit::{PingResult, TransitStats};

@@ -19,6 +19,7 @@ mod control;
 mod manager;
 mod runner;
 mod supervisor;
+mod telemetry;
 mod worker;
 mod worker_logs;
 mod worker_status;

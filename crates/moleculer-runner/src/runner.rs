@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use moleculer_broker::{BrokerError, LogFormat, Service, ServiceBroker, ServiceBrokerBuilder};
+use moleculer_broker::{BrokerError, Service, ServiceBroker, ServiceBrokerBuilder};
 use moleculer_core::Middleware;
 
 use crate::supervisor::{supervise, Outcome};
+use crate::telemetry;
 use crate::worker::{worker_name, Plan, READY_FILE_VAR, WORKER_VAR};
 use crate::worker_logs::{parse_size, LogPolicy};
 use crate::worker_status::{self, CallCounter};
@@ -224,9 +225,12 @@ impl Runner {
         }
         // A worker always logs: its output goes to its log file, and the supervisor alone
         // decides (by its own --silent) whether it also reaches the terminal.
-        if !args.silent || worker {
-            init_logging(&self.log_level, options.log_format);
-        }
+        let logs = (!args.silent || worker).then_some(telemetry::Logs {
+            default_level: &self.log_level,
+            format: options.log_format,
+        });
+        let service = options.node_id.clone().unwrap_or_else(host_name);
+        let shipper = telemetry::init(logs, &options, &service).map_err(Failure::usage)?;
         if let Some(instances) = args.instances.filter(|_| !worker) {
             let base = options.node_id.clone().unwrap_or_else(host_name);
             let logs = LogPolicy {
@@ -278,9 +282,16 @@ impl Runner {
                 move || connected.is_connected(),
             );
         }
+        if let Some(shipper) = &shipper {
+            tokio::spawn(shipper.clone().run());
+        }
         stop.await;
         tracing::info!(node = %broker.node_id(), "stopping");
         broker.stop().await;
+        if let Some(shipper) = &shipper {
+            // The spans of the last calls, before the process goes.
+            shipper.flush().await;
+        }
         Ok(())
     }
 }
@@ -369,21 +380,6 @@ fn with_env_file(
         }
     }
     Ok(env)
-}
-
-/// Logs to stderr at `RUST_LOG` (else `default_level`), as text or as JSON lines, unless the
-/// program set up logging itself.
-fn init_logging(default_level: &str, format: LogFormat) {
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| default_level.into()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-    };
 }
 
 /// Resolves on the first SIGINT or SIGTERM (Ctrl-C only, off Unix).

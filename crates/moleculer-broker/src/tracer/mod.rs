@@ -7,12 +7,14 @@
 //! any subscriber layer can record or export them. [`SpanExport`] is such a layer: it hands
 //! each finished span to a function, and [`FinishedSpan::to_otlp`] shapes it for OpenTelemetry.
 
+mod otlp_export;
 mod settings;
 mod span_export;
 mod span_middleware;
 
+pub use otlp_export::{otlp_export, OtlpShipper};
 pub(crate) use settings::bool_or_table;
-pub use settings::{SamplingSettings, TracingSettings};
+pub use settings::{ExporterSettings, SamplingSettings, TracingSettings};
 pub use span_export::{FinishedSpan, SpanExport};
 pub(crate) use span_middleware::TracingMiddleware;
 

@@ -15,6 +15,29 @@ pub struct TracingSettings {
     pub events: bool,
     /// Which requests are traced.
     pub sampling: SamplingSettings,
+    /// Where a node run by the runner ships its spans; none by default (a program of its own
+    /// installs [`SpanExport`](super::SpanExport) as it likes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterSettings>,
+}
+
+/// The `tracing.exporter` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExporterSettings {
+    /// `OTLP`: OpenTelemetry's protocol, JSON over HTTP.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The collector's traces URL, `http://host:4318/v1/traces` for an OpenTelemetry
+    /// collector. Plain HTTP: a collector or agent on the same host or network.
+    pub url: String,
+    /// Seconds between two batches (5 by default, as Moleculer's exporters).
+    #[serde(default = "default_interval")]
+    pub interval: f64,
+}
+
+fn default_interval() -> f64 {
+    5.0
 }
 
 /// The `tracing.sampling` section.
@@ -42,6 +65,29 @@ impl TracingSettings {
                 format!("must be between 0 and 1 (got {})", self.sampling.rate),
             ));
         }
+        if let Some(exporter) = &self.exporter {
+            if !exporter.kind.eq_ignore_ascii_case("OTLP") {
+                return Err((
+                    "tracing.exporter.type".into(),
+                    format!(
+                        "'{}' is not an exporter here (expected \"OTLP\")",
+                        exporter.kind
+                    ),
+                ));
+            }
+            if !exporter.url.starts_with("http://") {
+                return Err((
+                    "tracing.exporter.url".into(),
+                    format!("must be an http:// URL (got '{}')", exporter.url),
+                ));
+            }
+            if !(exporter.interval.is_finite() && exporter.interval > 0.0) {
+                return Err((
+                    "tracing.exporter.interval".into(),
+                    "must be a positive number of seconds".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -53,6 +99,7 @@ impl Default for TracingSettings {
             actions: true,
             events: false,
             sampling: SamplingSettings::default(),
+            exporter: None,
         }
     }
 }
