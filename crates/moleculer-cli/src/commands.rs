@@ -441,8 +441,8 @@ pub async fn dispatch(cli: &Cli, command: &Command, broker: &ServiceBroker) -> R
                 print!("{}", report.to_text());
             }
         }
-        Command::Monit { interval, count } => {
-            return crate::monit::run(cli, broker, *interval, *count).await;
+        Command::Monit { .. } => {
+            return Err(Failure::usage("monit runs on its own, not from the REPL"))
         }
         Command::Repl => return Err(Failure::usage("the REPL does not nest")),
         Command::Pm { .. } => return Err(Failure::usage("pm runs on its own, not from the REPL")),

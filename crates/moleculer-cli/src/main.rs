@@ -224,6 +224,7 @@ async fn run(cli: &Cli) -> Result<(), commands::Failure> {
     let broker = commands::join(cli).await?;
     let result = match &cli.command {
         Command::Repl => repl::run(cli, &broker).await,
+        Command::Monit { interval, count } => monit::run(cli, &broker, *interval, *count).await,
         command => commands::dispatch(cli, command, &broker).await,
     };
     broker.stop().await;

@@ -16,6 +16,7 @@ pub mod context;
 pub mod discoverer;
 pub mod endpoint_breaker;
 pub mod error;
+pub mod event_delivery;
 pub mod fault_tolerance;
 pub mod in_flight;
 pub mod log_throttle;
