@@ -67,6 +67,28 @@ fn local(on: bool) -> f64 {
     })
 }
 
+/// A caller and a callee with `bench` on one in-memory bus, started.
+async fn pair(on: bool) -> (ServiceBroker, ServiceBroker) {
+    let bus = MemoryBus::new();
+    let make = |id: &str| {
+        ServiceBroker::builder()
+            .node_id(id)
+            .transporter(bus.transporter())
+            .metrics(metrics(on))
+            .build()
+            .unwrap()
+    };
+    let (caller, callee) = (make("caller"), make("callee"));
+    callee.create_service(Bench).unwrap();
+    callee.start().await.unwrap();
+    caller.start().await.unwrap();
+    caller
+        .wait_for_services(&["bench"], Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    (caller, callee)
+}
+
 /// `in_flight` sequential callers of a node on the same bus, calls per second. On one thread,
 /// as Node.js runs: the cost per call shows without the noise of two threads trading work.
 fn remote(on: bool, in_flight: usize) -> f64 {
@@ -75,23 +97,7 @@ fn remote(on: bool, in_flight: usize) -> f64 {
         .build()
         .unwrap();
     rt.block_on(async {
-        let bus = MemoryBus::new();
-        let make = |id: &str| {
-            ServiceBroker::builder()
-                .node_id(id)
-                .transporter(bus.transporter())
-                .metrics(metrics(on))
-                .build()
-                .unwrap()
-        };
-        let (caller, callee) = (make("caller"), make("callee"));
-        callee.create_service(Bench).unwrap();
-        callee.start().await.unwrap();
-        caller.start().await.unwrap();
-        caller
-            .wait_for_services(&["bench"], Some(Duration::from_secs(5)))
-            .await
-            .unwrap();
+        let (caller, callee) = pair(on).await;
         let params = json!({"msg": "0123456789"});
         for _ in 0..2000 {
             caller.call("bench.echo", params.clone()).await.unwrap();
@@ -154,23 +160,7 @@ fn fixed(calls: u64, on: bool, remote: bool) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let bus = MemoryBus::new();
-        let make = |id: &str| {
-            ServiceBroker::builder()
-                .node_id(id)
-                .transporter(bus.transporter())
-                .metrics(metrics(on))
-                .build()
-                .unwrap()
-        };
-        let (caller, callee) = (make("caller"), make("callee"));
-        callee.create_service(Bench).unwrap();
-        callee.start().await.unwrap();
-        caller.start().await.unwrap();
-        caller
-            .wait_for_services(&["bench"], Some(Duration::from_secs(5)))
-            .await
-            .unwrap();
+        let (caller, callee) = pair(on).await;
         let (who, params) = if remote {
             (&caller, json!({"msg": "0123456789"}))
         } else {

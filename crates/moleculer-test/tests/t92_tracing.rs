@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use moleculer_broker::{FinishedSpan, Service, ServiceSchema, SpanExport, TracingSettings};
+use moleculer_broker::{
+    FinishedSpan, Service, ServiceBrokerBuilder, ServiceSchema, SpanExport, TracingSettings,
+};
 use moleculer_core::{Context, MoleculerError};
 use moleculer_test::Cluster;
 use parking_lot::Mutex;
@@ -72,6 +74,26 @@ impl Service for Back {
     }
 }
 
+/// node-0 with `front`, node-1 with `back`, configured by `configure`; node-0 knows `back`.
+async fn front_and_back(
+    configure: impl Fn(usize, ServiceBrokerBuilder) -> ServiceBrokerBuilder,
+) -> Cluster {
+    let cluster = Cluster::start(2, configure, |i, broker| {
+        if i == 0 {
+            broker.create_service(Front).unwrap();
+        } else {
+            broker.create_service(Back).unwrap();
+        }
+    })
+    .await;
+    cluster
+        .node(0)
+        .wait_for_services(&["back"], Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    cluster
+}
+
 fn traced() -> TracingSettings {
     TracingSettings {
         enabled: true,
@@ -82,23 +104,7 @@ fn traced() -> TracingSettings {
 #[tokio::test(flavor = "current_thread")]
 async fn one_trace_across_nodes_with_parent_links() {
     let (collector, _guard) = Collected::install();
-    let cluster = Cluster::start(
-        2,
-        |_, b| b.tracing(traced()),
-        |i, broker| {
-            if i == 0 {
-                broker.create_service(Front).unwrap();
-            } else {
-                broker.create_service(Back).unwrap();
-            }
-        },
-    )
-    .await;
-    cluster
-        .node(0)
-        .wait_for_services(&["back"], Some(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let cluster = front_and_back(|_, b| b.tracing(traced())).await;
     let answer = cluster.node(0).call("front.go", json!({})).await.unwrap();
     assert_eq!(answer["leaf"], "leaf");
 
@@ -156,23 +162,7 @@ async fn one_trace_across_nodes_with_parent_links() {
 async fn the_first_traced_node_decides_and_untraced_nodes_open_no_spans() {
     let (collector, _guard) = Collected::install();
     // node-0 does not trace; node-1 does and decides for the requests it receives.
-    let cluster = Cluster::start(
-        2,
-        |i, b| if i == 1 { b.tracing(traced()) } else { b },
-        |i, broker| {
-            if i == 0 {
-                broker.create_service(Front).unwrap();
-            } else {
-                broker.create_service(Back).unwrap();
-            }
-        },
-    )
-    .await;
-    cluster
-        .node(0)
-        .wait_for_services(&["back"], Some(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let cluster = front_and_back(|i, b| if i == 1 { b.tracing(traced()) } else { b }).await;
     cluster.node(0).call("front.go", json!({})).await.unwrap();
     assert!(collector.of("front.go").is_empty(), "node-0 opens no spans");
     let [work] = collector.of("back.work").try_into().unwrap();
@@ -194,23 +184,7 @@ async fn an_event_handler_span_continues_the_emitters_trace() {
         events: true,
         ..TracingSettings::default()
     };
-    let cluster = Cluster::start(
-        2,
-        |_, b| b.tracing(with_events.clone()),
-        |i, broker| {
-            if i == 0 {
-                broker.create_service(Front).unwrap();
-            } else {
-                broker.create_service(Back).unwrap();
-            }
-        },
-    )
-    .await;
-    cluster
-        .node(0)
-        .wait_for_services(&["back"], Some(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let cluster = front_and_back(|_, b| b.tracing(with_events.clone())).await;
     let placer = cluster
         .node(0)
         .call("front.place", json!({}))
@@ -248,30 +222,15 @@ async fn a_request_left_out_by_sampling_is_left_out_downstream_too() {
     let (collector, _guard) = Collected::install();
     // node-0 samples nothing; node-1 would trace everything it decides about, but the
     // decision arrives with the request, in the packet's tracing flag.
-    let cluster = Cluster::start(
-        2,
-        |i, b| {
-            let rate = if i == 0 { 0.0 } else { 1.0 };
-            b.tracing(TracingSettings {
-                enabled: true,
-                sampling: moleculer_broker::SamplingSettings { rate },
-                ..TracingSettings::default()
-            })
-        },
-        |i, broker| {
-            if i == 0 {
-                broker.create_service(Front).unwrap();
-            } else {
-                broker.create_service(Back).unwrap();
-            }
-        },
-    )
+    let cluster = front_and_back(|i, b| {
+        let rate = if i == 0 { 0.0 } else { 1.0 };
+        b.tracing(TracingSettings {
+            enabled: true,
+            sampling: moleculer_broker::SamplingSettings { rate },
+            ..TracingSettings::default()
+        })
+    })
     .await;
-    cluster
-        .node(0)
-        .wait_for_services(&["back"], Some(Duration::from_secs(5)))
-        .await
-        .unwrap();
     for _ in 0..5 {
         cluster.node(0).call("front.go", json!({})).await.unwrap();
     }
