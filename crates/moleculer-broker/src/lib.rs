@@ -43,6 +43,7 @@ mod context_tracker;
 mod discovery_link;
 pub mod error;
 mod event_bus;
+mod flag_or_table;
 pub mod health;
 mod lifecycle;
 mod membership;

@@ -82,24 +82,11 @@ impl MetricsSettings {
     }
 }
 
-/// `metrics = true` / `false` as a short form of `{ enabled = ... }`.
-pub(crate) fn bool_or_table<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<MetricsSettings, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        Flag(bool),
-        Table(MetricsSettings),
-    }
-    let value = serde_json::Value::deserialize(d)?;
-    match Form::deserialize(&value) {
-        Ok(Form::Flag(enabled)) => Ok(MetricsSettings {
+impl crate::flag_or_table::Switchable for MetricsSettings {
+    fn switched(enabled: bool) -> Self {
+        Self {
             enabled,
-            ..MetricsSettings::default()
-        }),
-        Ok(Form::Table(settings)) => Ok(settings),
-        // The table's own error names the bad key; an untagged enum would hide it.
-        Err(_) => MetricsSettings::deserialize(value).map_err(serde::de::Error::custom),
+            ..Self::default()
+        }
     }
 }

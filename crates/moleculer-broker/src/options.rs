@@ -83,10 +83,10 @@ pub struct BrokerOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cacher: Option<CacherConfig>,
     /// Metrics: `metrics = true`, or `{ enabled, host, port, path, ... }` (off by default).
-    #[serde(deserialize_with = "crate::metrics_settings::bool_or_table")]
+    #[serde(deserialize_with = "crate::flag_or_table::flag_or_table")]
     pub metrics: MetricsSettings,
     /// Tracing: `tracing = true`, or `{ enabled, actions, events }` (off by default).
-    #[serde(deserialize_with = "crate::tracer::bool_or_table")]
+    #[serde(deserialize_with = "crate::flag_or_table::flag_or_table")]
     pub tracing: TracingSettings,
 }
 

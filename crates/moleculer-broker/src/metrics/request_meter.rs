@@ -77,11 +77,11 @@ impl Middleware for MetricsMiddleware {
                 meters.write().push((service.clone(), meter.clone()));
                 meter
             });
-            let caller = ctx.caller().map(Arc::<str>::from);
-            meter.started(caller.as_deref(), ctx.level());
+            meter.started(ctx.caller(), ctx.level());
+            // The run keeps a handle on the context for its caller: no copy of the name.
             let mut run = Run {
                 meter,
-                caller,
+                ctx: ctx.clone(),
                 start: Instant::now(),
                 done: false,
             };
@@ -94,7 +94,7 @@ impl Middleware for MetricsMiddleware {
                     Err(err) => CallOutcome::Failed(err),
                 };
                 run.meter
-                    .finished(run.caller.as_deref(), Some(run.start.elapsed()), outcome);
+                    .finished(run.ctx.caller(), Some(run.start.elapsed()), outcome);
                 result
             }
             .boxed()
@@ -106,7 +106,7 @@ impl Middleware for MetricsMiddleware {
 /// active count.
 struct Run {
     meter: Arc<Meter>,
-    caller: Option<Arc<str>>,
+    ctx: Context,
     start: Instant,
     done: bool,
 }
@@ -115,7 +115,7 @@ impl Drop for Run {
     fn drop(&mut self) {
         if !self.done {
             self.meter.finished(
-                self.caller.as_deref(),
+                self.ctx.caller(),
                 Some(self.start.elapsed()),
                 CallOutcome::Abandoned,
             );

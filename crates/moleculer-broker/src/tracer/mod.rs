@@ -13,7 +13,6 @@ mod span_export;
 mod span_middleware;
 
 pub use otlp_export::{otlp_export, OtlpShipper};
-pub(crate) use settings::bool_or_table;
 pub use settings::{ExporterSettings, SamplingSettings, TracingSettings};
 pub use span_export::{FinishedSpan, SpanExport};
 pub(crate) use span_middleware::TracingMiddleware;

@@ -104,24 +104,11 @@ impl Default for TracingSettings {
     }
 }
 
-/// `tracing = true` / `false` as a short form of `{ enabled = ... }`.
-pub(crate) fn bool_or_table<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<TracingSettings, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        Flag(bool),
-        Table(TracingSettings),
-    }
-    let value = serde_json::Value::deserialize(d)?;
-    match Form::deserialize(&value) {
-        Ok(Form::Flag(enabled)) => Ok(TracingSettings {
+impl crate::flag_or_table::Switchable for TracingSettings {
+    fn switched(enabled: bool) -> Self {
+        Self {
             enabled,
-            ..TracingSettings::default()
-        }),
-        Ok(Form::Table(settings)) => Ok(settings),
-        // The table's own error names the bad key; an untagged enum would hide it.
-        Err(_) => TracingSettings::deserialize(value).map_err(serde::de::Error::custom),
+            ..Self::default()
+        }
     }
 }

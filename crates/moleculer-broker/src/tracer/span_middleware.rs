@@ -85,6 +85,23 @@ fn in_span<T: Send + 'static>(
     .boxed()
 }
 
+/// `next`, run in a span of `kind` for each traced request.
+fn traced_handler<T: Send + 'static>(
+    next: Arc<dyn Fn(Context) -> BoxFuture<'static, Result<T>> + Send + Sync>,
+    kind: &'static str,
+    name: &str,
+    rate: f64,
+) -> Arc<dyn Fn(Context) -> BoxFuture<'static, Result<T>> + Send + Sync> {
+    let name: Arc<str> = Arc::from(name);
+    Arc::new(move |ctx: Context| {
+        if !traced(&ctx, rate) {
+            return next(ctx);
+        }
+        let span = span_of(&ctx, kind, &name);
+        in_span(next(ctx), span)
+    })
+}
+
 impl Middleware for TracingMiddleware {
     fn name(&self) -> &str {
         "Tracing"
@@ -94,29 +111,13 @@ impl Middleware for TracingMiddleware {
         if !self.settings.actions {
             return next;
         }
-        let name: Arc<str> = Arc::from(action.name.as_str());
-        let rate = self.settings.sampling.rate;
-        Arc::new(move |ctx: Context| {
-            if !traced(&ctx, rate) {
-                return next(ctx);
-            }
-            let span = span_of(&ctx, "action", &name);
-            in_span(next(ctx), span)
-        })
+        traced_handler(next, "action", &action.name, self.settings.sampling.rate)
     }
 
     fn local_event(&self, next: EventHandler, event: &EventInfo) -> EventHandler {
         if !self.settings.events {
             return next;
         }
-        let name: Arc<str> = Arc::from(event.name.as_str());
-        let rate = self.settings.sampling.rate;
-        Arc::new(move |ctx: Context| {
-            if !traced(&ctx, rate) {
-                return next(ctx);
-            }
-            let span = span_of(&ctx, "event", &name);
-            in_span(next(ctx), span)
-        })
+        traced_handler(next, "event", &event.name, self.settings.sampling.rate)
     }
 }
